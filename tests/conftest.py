@@ -24,3 +24,27 @@ def two_cpus():
     if len(devices) < 2:
         pytest.skip("two logical CPU devices could not be configured")
     return devices[:2]
+
+
+def _small_data(tmp_path_factory, preset, **kw):
+    from tfmdl.pipelines import synthetic
+
+    out = str(tmp_path_factory.mktemp(f"synth_{preset}"))
+    cfg = synthetic.SynthConfig(preset=preset, train=kw.pop("train", 4000),
+                                eval=kw.pop("eval", 2000), seed=kw.pop("seed", 7),
+                                users=2000, items=1000, chunk_size=1024,
+                                records_per_shard=1500, calibration_rows=5000, **kw)
+    synthetic.generate(cfg, out, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def feed_dir(tmp_path_factory):
+    """A small `feed` data set (4000 train / 2000 eval), generated once per run."""
+    return _small_data(tmp_path_factory, "feed")
+
+
+@pytest.fixture(scope="session")
+def search_dir(tmp_path_factory):
+    """A small `search` data set (4000 train / 2000 eval), generated once per run."""
+    return _small_data(tmp_path_factory, "search")

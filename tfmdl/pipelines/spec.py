@@ -433,8 +433,10 @@ class _SpecParser:
             kwargs.update(self._lookup(raw, lookups[0], dtype, path))
             kwargs["embedding_dim"] = _positive_int(raw.get("embedding_dim", 8),
                                                     f"{path}.embedding_dim")
-            kwargs["oov_buckets"] = _non_negative_int(raw.get("oov_buckets", 1),
-                                                      f"{path}.oov_buckets")
+            # at least one OOV row: unknown and missing values need a row, never a
+            # silent out-of-range gather
+            kwargs["oov_buckets"] = _positive_int(raw.get("oov_buckets", 1),
+                                                  f"{path}.oov_buckets")
         default = raw.get("default")
         if default is not None:
             expected = str if dtype == "string" else int

@@ -92,7 +92,7 @@ class SynthConfig:
     records_per_shard: int = 250_000
     compression: Optional[str] = None
     oracle_max_rows: int = 2_000_000
-    calibration_rows: int = 30_000
+    calibration_rows: int = 100_000
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -511,6 +511,17 @@ class Generator:
         }
 
 
+def _nan_to_none(value):
+    """Undefined metrics (one class in a slice) become JSON null, not NaN."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -666,7 +677,8 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
     report = acc.report()
     spec_lib.save_spec(spec, os.path.join(out_dir, "spec.yaml"))
     tfrecord.atomic_write_text(os.path.join(out_dir, "oracle.json"),
-                               json.dumps(report, indent=2, sort_keys=True) + "\n")
+                               json.dumps(_nan_to_none(report), indent=2, sort_keys=True,
+                                          allow_nan=False) + "\n")
     tfrecord.write_manifest(out_dir, splits)
     seconds = time.perf_counter() - start
     return SynthResult(out_dir, spec, report, seconds, cfg.train + cfg.eval)

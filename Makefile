@@ -1,0 +1,31 @@
+# The two commands: `make demo` and `make test`. Both create .venv and install
+# tfmdl into it when missing; a stamp keyed on the packaging files keeps a
+# second run quick.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tfmdl-installed
+DEMO_DIR ?= demo_out
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_USE_LEGACY_KERAS := 1
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev,serving]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tfmdl data synth --preset=feed --train=200000 --eval=50000 --seed=0 \
+	    --out=$(DEMO_DIR)/feed --reuse --overwrite
+	$(BIN)/tfmdl benchmark pipeline --data=$(DEMO_DIR)/feed --batch_size=1024
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --timeout=900 tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

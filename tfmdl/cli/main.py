@@ -1,0 +1,89 @@
+"""The ``tfmdl`` command: an absl app with subcommands.
+
+``tfmdl data synth --preset=feed ...``: the leading words pick a command; the
+rest are that command's absl flags. Unknown flags are errors with absl's
+"Did you mean" suggestion; ``tfmdl`` alone lists the commands and
+``tfmdl <command> --help`` describes one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from typing import Dict, List, Tuple
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from tfmdl.cli import benchmark_commands  # noqa: E402
+from tfmdl.cli import data_commands  # noqa: E402
+from tfmdl.cli.command import Command  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def _commands() -> Dict[Tuple[str, ...], Command]:
+    out = {}
+    for module in (data_commands, benchmark_commands):
+        for cmd in module.COMMANDS:
+            out[tuple(cmd.name.split())] = cmd
+    return out
+
+
+def _usage(commands) -> str:
+    lines = ["usage: tfmdl <command> [--flag=value ...]", "", "commands:"]
+    width = max(len(" ".join(k)) for k in commands)
+    for key, cmd in sorted(commands.items()):
+        lines.append(f"  {' '.join(key):<{width}}  {cmd.summary}")
+    lines.append("")
+    lines.append("tfmdl <command> --help describes a command's flags.")
+    return "\n".join(lines)
+
+
+_SELECTED: List[Command] = []
+
+
+def _parse(argv: List[str]) -> List[str]:
+    commands = _commands()
+    words, i = [], 1
+    while i < len(argv) and not argv[i].startswith("-"):
+        words.append(argv[i])
+        i += 1
+    if not words:
+        if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]) or len(argv) == 1:
+            print(_usage(commands))
+            sys.exit(0 if len(argv) > 1 else 1)
+    key = tuple(words)
+    if key not in commands:
+        names = [" ".join(k) for k in commands]
+        close = difflib.get_close_matches(" ".join(words), names, n=1, cutoff=0.4)
+        hint = f" Did you mean 'tfmdl {close[0]}'?" if close else ""
+        sys.stderr.write(f"tfmdl: unknown command {' '.join(words)!r}.{hint}\n\n"
+                         f"{_usage(commands)}\n")
+        sys.exit(2)
+    cmd = commands[key]
+    cmd.define_flags(FLAGS)
+    if any(a in ("-h", "--help", "--helpshort") for a in argv[i:]):
+        print(cmd.help_text(FLAGS))
+        sys.exit(0)
+    _SELECTED.append(cmd)
+    return FLAGS([argv[0]] + argv[i:])
+
+
+def _main(argv: List[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag=value.")
+    return _SELECTED[0].run(FLAGS) or 0
+
+
+def run() -> None:
+    """Console entry point."""
+    app.run(_main, flags_parser=_parse)
+
+
+if __name__ == "__main__":
+    run()

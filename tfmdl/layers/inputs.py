@@ -1,0 +1,220 @@
+"""The shared input stage: raw spec features -> embedding rows -> embeddings (SPEC.md 1).
+
+Every model starts from the output of this stage, never from its own plumbing.
+It has two parts, because they run in different places:
+
+* `FeatureLookup` maps raw values to embedding row ids and normalises numeric
+  features. String vocabularies and string hashing use lookup tables and string
+  ops that XLA cannot compile, so for ``jit_compile`` training this part runs in
+  the `tf.data` pipeline and the SavedModel re-attaches it for serving.
+* `FeatureEmbedding` holds the embedding tables and turns row ids into
+  per-feature embeddings (sequences pooled or kept). It is pure tensor math and
+  compiles under XLA.
+
+Row layout of a table with ``n`` known values and ``k`` OOV rows: known values
+take rows ``[0, n)``, everything else (unknown values, the missing/pad value)
+``n + (hash(value) mod k)``. Hash-bucket features take ``hash(value) mod
+hash_buckets``. Integer hashing uses the splitmix64 finaliser (XLA-friendly);
+strings use ``tf.strings.to_hash_bucket_fast``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfmdl.pipelines import spec as spec_lib
+
+
+def splitmix64(x: tf.Tensor) -> tf.Tensor:
+    """A well-mixed int64 -> non-negative int64 hash (splitmix64 finaliser).
+
+    Wrapping int64 arithmetic, element-wise; compiles under XLA.
+    """
+    x = tf.bitcast(tf.cast(x, tf.int64), tf.uint64)
+    x = (x ^ (x >> 30)) * tf.constant(0xBF58476D1CE4E5B9, tf.uint64)
+    x = (x ^ (x >> 27)) * tf.constant(0x94D049BB133111EB, tf.uint64)
+    x = x ^ (x >> 31)
+    return tf.bitcast(x >> 1, tf.int64)
+
+
+def hash_bucket(values: tf.Tensor, buckets: int) -> tf.Tensor:
+    """``hash(value) mod buckets`` for int64 or string tensors."""
+    if values.dtype == tf.string:
+        return tf.strings.to_hash_bucket_fast(values, buckets)
+    return tf.math.floormod(splitmix64(values), buckets)
+
+
+class FeatureLookup(keras.layers.Layer):
+    """Raw features -> embedding row ids (categorical) and normalised floats (numeric).
+
+    Input: ``{name: tensor}`` as produced by `tfmdl.pipelines.reader` (scalars
+    ``[B]``, sequences ``[B, L]`` padded with the pad value). Output: the same
+    keys; categorical/sequence values become int64 row ids in
+    ``[0, vocab_size)`` (sequence pads become -1), numeric values float32
+    ``[B]`` after ``none`` / ``zscore`` ``(x - mean) / std`` / ``log1p``
+    ``sign(x) log(1 + |x|)``. Keys not in the spec pass through unchanged.
+
+    Args:
+      spec: the `FeatureSpec` (or its dict form, as stored by ``get_config``).
+    """
+
+    def __init__(self, spec, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(spec, Mapping):
+            spec = spec_lib.FeatureSpec.from_dict(spec)
+        self.spec = spec
+        self._vocab_layers: Dict[str, keras.layers.Layer] = {}
+        for f in spec.features:
+            owner = spec.feature(f.table_name)
+            if owner.vocabulary is not None or owner.vocabulary_file is not None:
+                if owner.name not in self._vocab_layers:
+                    cls = (keras.layers.StringLookup if owner.dtype == "string"
+                           else keras.layers.IntegerLookup)
+                    vocab = (list(owner.vocabulary) if owner.vocabulary is not None
+                             else owner.vocabulary_file)
+                    self._vocab_layers[owner.name] = cls(
+                        vocabulary=vocab, num_oov_indices=max(owner.oov_buckets, 1),
+                        mask_token=None, name=f"vocab_{owner.name}")
+
+    def _rows(self, f: spec_lib.Feature, values: tf.Tensor) -> tf.Tensor:
+        owner = self.spec.feature(f.table_name)
+        if owner.hash_buckets is not None:
+            return hash_bucket(values, owner.hash_buckets)
+        if owner.num_buckets is not None:
+            n, k = owner.num_buckets, owner.oov_buckets
+            known = (values >= 0) & (values < n)
+            oov = n + (tf.math.floormod(splitmix64(values), k) if k > 1
+                       else tf.zeros_like(values))
+            return tf.where(known, values, oov)
+        # vocabulary: Keras puts OOV indices first; move them after the known values
+        layer = self._vocab_layers[owner.name]
+        k = max(owner.oov_buckets, 1)
+        n = layer.vocabulary_size() - k
+        idx = tf.cast(layer(values), tf.int64)
+        return tf.where(idx >= k, idx - k, n + idx)
+
+    def call(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        out = dict(features)
+        for f in self.spec.features:
+            if f.name not in features:
+                continue
+            x = features[f.name]
+            if f.type == spec_lib.NUMERIC:
+                x = tf.cast(x, tf.float32)
+                norm = f.normalization
+                if norm.kind == "zscore":
+                    x = (x - norm.mean) / norm.std
+                elif norm.kind == "log1p":
+                    x = tf.sign(x) * tf.math.log1p(tf.abs(x))
+                out[f.name] = x
+                continue
+            rows = self._rows(f, x)
+            if f.type == spec_lib.SEQUENCE:
+                rows = tf.where(tf.equal(x, f.pad_value), tf.constant(-1, tf.int64), rows)
+            out[f.name] = rows
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config["spec"] = self.spec.to_dict()
+        return config
+
+
+class FeatureEmbedding(keras.layers.Layer):
+    """Row ids -> embeddings, one table per owner feature (``shared_table`` reuses).
+
+    Input: the output of `FeatureLookup`. Output ``{name: tensor}``:
+    categorical ``[B, d]``; sequence ``[B, d]`` for ``pooling: mean|sum``
+    (masked over the -1 pads; an empty sequence gives zeros) or ``[B, L, d]``
+    for ``pooling: none``, with its ``[B, L]`` float mask under
+    ``"<name>/mask"``; numeric ``[B, 1]``.
+
+    Args:
+      spec: the `FeatureSpec` (or its dict form).
+      embeddings_initializer: initializer of every table.
+      embeddings_regularizer: optional regularizer of every table.
+    """
+
+    def __init__(self, spec, embeddings_initializer="glorot_uniform",
+                 embeddings_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(spec, Mapping):
+            spec = spec_lib.FeatureSpec.from_dict(spec)
+        self.spec = spec
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+        self.tables: Dict[str, tf.Variable] = {}
+
+    def build(self, input_shape):
+        for f in self.spec.features:
+            if not f.is_categorical or f.shared_table or f.name in self.tables:
+                continue
+            if f.vocab_size is None:  # vocabulary file: count its lines once
+                with tf.io.gfile.GFile(f.vocabulary_file) as fh:
+                    rows = sum(1 for line in fh if line.strip()) + max(f.oov_buckets, 1)
+            else:
+                rows = f.vocab_size
+            self.tables[f.name] = self.add_weight(
+                name=f"embedding_{f.name}", shape=(rows, f.embedding_dim),
+                # a fresh initializer per table: one instance would repeat its values
+                initializer=self.embeddings_initializer.__class__.from_config(
+                    self.embeddings_initializer.get_config()),
+                regularizer=self.embeddings_regularizer)
+        super().build(input_shape)
+
+    def dim(self, name: str) -> int:
+        """Output width of feature ``name`` (1 for numeric)."""
+        f = self.spec.feature(name)
+        if not f.is_categorical:
+            return 1
+        return self.spec.feature(f.table_name).embedding_dim
+
+    def call(self, rows: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        out: Dict[str, tf.Tensor] = {}
+        for f in self.spec.features:
+            if f.name not in rows:
+                continue
+            x = rows[f.name]
+            if not f.is_categorical:
+                out[f.name] = tf.reshape(tf.cast(x, self.compute_dtype), [-1, 1])
+                continue
+            table = self.tables[f.table_name]
+            if f.type == spec_lib.CATEGORICAL:
+                out[f.name] = tf.gather(table, x)
+                continue
+            mask = tf.cast(x >= 0, self.compute_dtype)                   # [B, L]
+            emb = tf.gather(table, tf.maximum(x, 0)) * mask[..., None]   # [B, L, d]
+            if f.pooling == "none":
+                out[f.name] = emb
+                out[f"{f.name}/mask"] = mask
+            elif f.pooling == "sum":
+                out[f.name] = tf.reduce_sum(emb, axis=1)
+            else:
+                count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+                out[f.name] = tf.reduce_sum(emb, axis=1) / count
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            spec=self.spec.to_dict(),
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer)
+            if self.embeddings_regularizer else None)
+        return config
+
+
+def spec_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, keras.Input]:
+    """Keras `Input`s for the scenario field and every model feature of ``spec``."""
+    dtypes = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}
+    inputs = {}
+    scen = spec.scenario
+    inputs[scen.feature] = keras.Input(
+        shape=(scen.count,) if scen.multi_valued else (), dtype=tf.int64, name=scen.feature)
+    for f in spec.features:
+        shape = (f.max_len,) if f.type == spec_lib.SEQUENCE else ()
+        inputs[f.name] = keras.Input(shape=shape, dtype=dtypes[f.dtype], name=f.name)
+    return inputs
