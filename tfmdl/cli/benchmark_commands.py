@@ -136,3 +136,91 @@ Run it at two sizes to see that memory does not grow with the number of examples
 
 
 COMMANDS = [Pipeline(), Synth()]
+
+
+def _write_synthetic_table(path: str, fmt: str, rows: int, seed: int) -> str:
+    """Writes ``rows`` feed-preset examples as CSV or Parquet (streaming); returns
+    the spec YAML path. Runs in a child process so its memory is not counted."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import pyarrow as pa  # pylint: disable=g-import-not-at-top
+    import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
+    import pyarrow.csv as pa_csv  # pylint: disable=g-import-not-at-top
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
+    from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
+    from tfmdl.pipelines import synthetic  # pylint: disable=g-import-not-at-top
+
+    cfg = synthetic.SynthConfig(preset="feed", train=rows, eval=0, seed=seed)
+    gen = synthetic.Generator(cfg)
+    spec = spec_lib.FeatureSpec.from_dict(gen.spec_dict())
+    spec_path = os.path.join(os.path.dirname(path), "spec.yaml")
+    spec_lib.save_spec(spec, spec_path)
+    writer = None
+    try:
+        for index in range(-(-rows // cfg.chunk_size)):
+            n = min(cfg.chunk_size, rows - index * cfg.chunk_size)
+            chunk = gen.chunk(1, index, n)
+            arrays = {}
+            for name, col in sorted(chunk.columns.items()):
+                values = np.asarray(col.values)
+                if col.lengths is None and values.ndim == 1:
+                    arrays[name] = pa.array(values)
+                    continue
+                lengths = (np.full(n, values.shape[1]) if col.lengths is None
+                           else np.asarray(col.lengths))
+                keep = np.arange(values.shape[1])[None, :] < lengths[:, None]
+                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+                flat = pa.array(values[keep]).cast(pa.string())
+                arrays[name] = pc.binary_join(pa.ListArray.from_arrays(offsets, flat), "|")
+            table = pa.table(arrays)
+            if writer is None:
+                writer = (pq.ParquetWriter(path, table.schema) if fmt == "parquet"
+                          else pa_csv.CSVWriter(path, table.schema))
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    return spec_path
+
+
+class Convert(Command):
+    """Writes a feed-preset table of --rows rows as CSV or Parquet (in a child process),
+then times `tfmdl data convert` on it in this process and reports rows/s and this
+process's peak RSS. Run at two sizes to see that memory does not grow with the input."""
+
+    name = "benchmark convert"
+    summary = "CSV/Parquet -> TFRecord conversion speed and peak memory"
+
+    def flags(self, fv):
+        flags.DEFINE_integer("rows", 1_000_000, "rows in the generated input", flag_values=fv)
+        flags.DEFINE_enum("format", "csv", ["csv", "parquet"], "input format", flag_values=fv)
+        flags.DEFINE_integer("seed", 0, "random seed", flag_values=fv)
+
+    def run(self, fv):
+        import multiprocessing  # pylint: disable=g-import-not-at-top
+
+        work = tempfile.mkdtemp(prefix="tfmdl-bench-convert-")
+        try:
+            path = os.path.join(work, f"input.{fv.format}")
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                spec_path = pool.apply(_write_synthetic_table, (path, fv.format, fv.rows, fv.seed))
+            size_mb = os.path.getsize(path) / 2**20
+            from tfmdl.pipelines import convert  # pylint: disable=g-import-not-at-top
+            from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
+
+            spec = spec_lib.load_spec(spec_path)
+            start = time.perf_counter()
+            result = convert.convert(spec, path, os.path.join(work, "out"))
+            seconds = time.perf_counter() - start
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"tfmdl benchmark convert --rows={fv.rows} --format={fv.format}")
+        print(machine_line())
+        print(f"input: {size_mb:.0f} MiB {fv.format}; rows written: {result.rows_written}; "
+              f"{seconds:.1f} s = {result.rows_written / seconds:,.0f} rows/s")
+        print(f"peak RSS of the converting process: {rss:.0f} MiB")
+        return 0
+
+
+COMMANDS.append(Convert())

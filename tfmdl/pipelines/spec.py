@@ -191,9 +191,12 @@ class Feature:
             out["shared_table"] = self.shared_table
         else:
             out["embedding_dim"] = self.embedding_dim
-            for key in ("vocabulary_file", "hash_buckets", "num_buckets"):
+            for key in ("hash_buckets", "num_buckets"):
                 if getattr(self, key) is not None:
                     out[key] = getattr(self, key)
+            if self.vocabulary_file is not None:
+                # absolute, so a spec copied next to converted data still finds it
+                out["vocabulary_file"] = os.path.abspath(self.vocabulary_file)
             if self.vocabulary is not None:
                 out["vocabulary"] = list(self.vocabulary)
             if self.hash_buckets is None:

@@ -1,0 +1,66 @@
+"""The tfmdl command line, run as a user runs it (subprocesses)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+TFMDL = [sys.executable, "-m", "tfmdl.cli.main"]
+
+
+def run(*args, check=True):
+    out = subprocess.run(TFMDL + list(args), capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if check and out.returncode != 0:
+        raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr[-3000:]}")
+    return out
+
+
+def test_lists_commands_and_suggests_on_typos():
+    out = run("--help")
+    assert "data synth" in out.stdout and "benchmark pipeline" in out.stdout
+    out = run("data", "synt", check=False)
+    assert out.returncode == 2 and "Did you mean 'tfmdl data synth'" in out.stderr
+    out = run("data", "synth", "--out=/tmp/x", "--presett=feed", check=False)
+    assert out.returncode != 0 and "presett" in out.stderr and "preset" in out.stderr
+
+
+@pytest.mark.slow
+def test_synth_oracle_and_pipeline_benchmark(tmp_path):
+    out_dir = str(tmp_path / "search")
+    args = ["data", "synth", "--preset=search", "--train=3000", "--eval=1500", "--users=800",
+            "--items=600", f"--out={out_dir}", "--records_per_shard=1000"]
+    out = run(*args)
+    assert "Oracle AUC" in out.stdout and "Oracle QAUC" in out.stdout
+    assert "| main |" in out.stdout and "examples/s" in out.stdout
+    assert sorted(f for f in os.listdir(out_dir) if f.startswith("train-")) == [
+        "train-00000.tfrecord", "train-00001.tfrecord", "train-00002.tfrecord"]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    again = run(*args, check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert "reusing" in run(*args, "--reuse").stdout
+    assert "Oracle GAUC" in run("data", "oracle", f"--data={out_dir}").stdout
+    bench = run("benchmark", "pipeline", f"--data={out_dir}", "--batch_size=256")
+    assert "streaming: 3000 examples" in bench.stdout and "shuffled: 3000 examples" in bench.stdout
+    assert "machine: " in bench.stdout
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_errors_name_paths(tmp_path, feed_dir):
+    out = run("benchmark", "pipeline", f"--data={tmp_path}/missing", check=False)
+    assert out.returncode == 2 and f"{tmp_path}/missing" in out.stderr
+    # a corrupt shard is named, and --ignore_errors counts what was skipped
+    import shutil
+    data = str(tmp_path / "data")
+    shutil.copytree(feed_dir, data)
+    shard = os.path.join(data, "train-00001.tfrecord")
+    raw = bytearray(open(shard, "rb").read())
+    raw[len(raw) // 2] ^= 0xFF
+    open(shard, "wb").write(bytes(raw))
+    out = run("benchmark", "pipeline", f"--data={data}", "--modes=streaming", check=False)
+    assert out.returncode == 2 and "train-00001.tfrecord: corrupt record at index" in out.stderr
+    out = run("benchmark", "pipeline", f"--data={data}", "--modes=streaming", "--ignore_errors")
+    assert "skipped records: " in out.stdout
+    skipped = int(out.stdout.split("skipped records: ")[1].split()[0])
+    assert 0 < skipped < 1500
