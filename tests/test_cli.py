@@ -64,3 +64,24 @@ def test_pipeline_benchmark_errors_name_paths(tmp_path, feed_dir):
     assert "skipped records: " in out.stdout
     skipped = int(out.stdout.split("skipped records: ")[1].split()[0])
     assert 0 < skipped < 1500
+
+
+@pytest.mark.slow
+def test_convert_bad_row_and_skip(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "scenario: {feature: scen, names: [a, b]}\n"
+        "tasks: [{name: click}]\n"
+        "features:\n"
+        "  - {name: uid, type: categorical, num_buckets: 10}\n"
+        "  - {name: ctr, type: numeric, default: 0.0}\n")
+    csv = tmp_path / "data.csv"
+    csv.write_text("scen,uid,ctr,label_click\n0,1,0.5,1\n1,abc,0.1,0\n0,3,,\n")
+    out = run("data", "convert", f"--spec={spec}", f"--input={csv}", f"--out={tmp_path}/o",
+              check=False)
+    assert out.returncode == 2
+    assert "data.csv: row 2, column 'uid'" in out.stderr
+    assert not [f for f in os.listdir(tmp_path / "o") if f.endswith(".tfrecord")]
+    out = run("data", "convert", f"--spec={spec}", f"--input={csv}", f"--out={tmp_path}/o",
+              "--skip_bad_rows")
+    assert "wrote 2 rows" in out.stdout and "skipped 1 bad row" in out.stdout

@@ -20,7 +20,8 @@ strings use ``tf.strings.to_hash_bucket_fast``.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+import dataclasses
+from typing import Dict, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
@@ -33,11 +34,17 @@ def splitmix64(x: tf.Tensor) -> tf.Tensor:
 
     Wrapping int64 arithmetic, element-wise; compiles under XLA.
     """
+    shift = tf.bitwise.right_shift
+    xor = tf.bitwise.bitwise_xor
+
+    def u64(v):
+        return tf.constant(v, tf.uint64)
+
     x = tf.bitcast(tf.cast(x, tf.int64), tf.uint64)
-    x = (x ^ (x >> 30)) * tf.constant(0xBF58476D1CE4E5B9, tf.uint64)
-    x = (x ^ (x >> 27)) * tf.constant(0x94D049BB133111EB, tf.uint64)
-    x = x ^ (x >> 31)
-    return tf.bitcast(x >> 1, tf.int64)
+    x = xor(x, shift(x, u64(30))) * u64(0xBF58476D1CE4E5B9)
+    x = xor(x, shift(x, u64(27))) * u64(0x94D049BB133111EB)
+    x = xor(x, shift(x, u64(31)))
+    return tf.bitcast(shift(x, u64(1)), tf.int64)
 
 
 def hash_bucket(values: tf.Tensor, buckets: int) -> tf.Tensor:
@@ -47,6 +54,28 @@ def hash_bucket(values: tf.Tensor, buckets: int) -> tf.Tensor:
     return tf.math.floormod(splitmix64(values), buckets)
 
 
+def check_scenario_ids(ids: tf.Tensor, feature: str, count: int,
+                       multi_valued: bool) -> tf.Tensor:
+    """Returns ``ids`` after asserting they lie in ``[0, count)`` (-1 pads allowed
+    when multi-valued); the error names the feature and the valid range.
+
+    A bare gather or one-hot of an out-of-range id gives zeros silently on GPU,
+    so this check runs in the lookup stage, which stays outside XLA clusters
+    (XLA drops assertions).
+    """
+    ids = tf.cast(ids, tf.int64)
+    low = -1 if multi_valued else 0
+    bad = (ids < low) | (ids >= count)
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [f"scenario feature {feature} must hold ids in [0, {count})"
+         f"{' or -1 padding' if multi_valued else ''}; got", tf.boolean_mask(ids, bad)[:5]],
+        name="check_scenario_ids")
+    with tf.control_dependencies([check]):
+        return tf.identity(ids)
+
+
+@keras.utils.register_keras_serializable(package="tfmdl")
 class FeatureLookup(keras.layers.Layer):
     """Raw features -> embedding row ids (categorical) and normalised floats (numeric).
 
@@ -55,7 +84,9 @@ class FeatureLookup(keras.layers.Layer):
     keys; categorical/sequence values become int64 row ids in
     ``[0, vocab_size)`` (sequence pads become -1), numeric values float32
     ``[B]`` after ``none`` / ``zscore`` ``(x - mean) / std`` / ``log1p``
-    ``sign(x) log(1 + |x|)``. Keys not in the spec pass through unchanged.
+    ``sign(x) log(1 + |x|)``. The scenario field is checked to lie in
+    ``[0, S)`` (an InvalidArgumentError naming the feature otherwise). Keys not in
+    the spec pass through unchanged.
 
     Args:
       spec: the `FeatureSpec` (or its dict form, as stored by ``get_config``).
@@ -98,6 +129,10 @@ class FeatureLookup(keras.layers.Layer):
 
     def call(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         out = dict(features)
+        scen = self.spec.scenario
+        if scen.feature in features:
+            out[scen.feature] = check_scenario_ids(features[scen.feature], scen.feature,
+                                                   scen.count, scen.multi_valued)
         for f in self.spec.features:
             if f.name not in features:
                 continue
@@ -123,6 +158,7 @@ class FeatureLookup(keras.layers.Layer):
         return config
 
 
+@keras.utils.register_keras_serializable(package="tfmdl")
 class FeatureEmbedding(keras.layers.Layer):
     """Row ids -> embeddings, one table per owner feature (``shared_table`` reuses).
 
@@ -132,33 +168,49 @@ class FeatureEmbedding(keras.layers.Layer):
     for ``pooling: none``, with its ``[B, L]`` float mask under
     ``"<name>/mask"``; numeric ``[B, 1]``.
 
+    With ``extra_features``, each listed feature also gets a second, separate
+    table (MDL's extra embeddings ``ê``, SPEC.md 1): its output is under
+    ``"extra/<name>"``, same shape as the shared one.
+
     Args:
       spec: the `FeatureSpec` (or its dict form).
+      extra_features: features that get an extra embedding table.
       embeddings_initializer: initializer of every table.
       embeddings_regularizer: optional regularizer of every table.
     """
 
-    def __init__(self, spec, embeddings_initializer="glorot_uniform",
+    def __init__(self, spec, extra_features=(), embeddings_initializer="glorot_uniform",
                  embeddings_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(spec, Mapping):
             spec = spec_lib.FeatureSpec.from_dict(spec)
         self.spec = spec
+        for name in extra_features:
+            if not spec.feature(name).is_categorical:
+                raise ValueError(f"extra_features: {name!r} is numeric; extra embeddings are "
+                                 f"second lookups of categorical features.")
+        self.extra_features = tuple(extra_features)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
         self.tables: Dict[str, tf.Variable] = {}
 
+    def _rows(self, f: spec_lib.Feature) -> int:
+        if f.vocab_size is None:  # vocabulary file: count its lines once
+            with tf.io.gfile.GFile(f.vocabulary_file) as fh:
+                return sum(1 for line in fh if line.strip()) + max(f.oov_buckets, 1)
+        return f.vocab_size
+
     def build(self, input_shape):
-        for f in self.spec.features:
-            if not f.is_categorical or f.shared_table or f.name in self.tables:
+        owners = [f for f in self.spec.features if f.is_categorical and not f.shared_table]
+        owners += [dataclasses.replace(self.spec.feature(self.spec.feature(n).table_name),
+                                                name=f"extra/{n}")
+                   for n in self.extra_features]
+        for f in owners:
+            if f.name in self.tables:
                 continue
-            if f.vocab_size is None:  # vocabulary file: count its lines once
-                with tf.io.gfile.GFile(f.vocabulary_file) as fh:
-                    rows = sum(1 for line in fh if line.strip()) + max(f.oov_buckets, 1)
-            else:
-                rows = f.vocab_size
+            rows = self._rows(f)
             self.tables[f.name] = self.add_weight(
-                name=f"embedding_{f.name}", shape=(rows, f.embedding_dim),
+                name=f"embedding_{f.name.replace('/', '_')}", shape=(rows, f.embedding_dim),
                 # a fresh initializer per table: one instance would repeat its values
                 initializer=self.embeddings_initializer.__class__.from_config(
                     self.embeddings_initializer.get_config()),
@@ -172,6 +224,23 @@ class FeatureEmbedding(keras.layers.Layer):
             return 1
         return self.spec.feature(f.table_name).embedding_dim
 
+    def _embed(self, f: spec_lib.Feature, x: tf.Tensor, table: tf.Variable,
+               out: Dict[str, tf.Tensor], key: str) -> None:
+        table = tf.cast(table, self.compute_dtype)
+        if f.type == spec_lib.CATEGORICAL:
+            out[key] = tf.gather(table, x)
+            return
+        mask = tf.cast(x >= 0, self.compute_dtype)                   # [B, L]
+        emb = tf.gather(table, tf.maximum(x, 0)) * mask[..., None]   # [B, L, d]
+        if f.pooling == "none":
+            out[key] = emb
+            out[f"{key}/mask"] = mask
+        elif f.pooling == "sum":
+            out[key] = tf.reduce_sum(emb, axis=1)
+        else:
+            count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+            out[key] = tf.reduce_sum(emb, axis=1) / count
+
     def call(self, rows: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         out: Dict[str, tf.Tensor] = {}
         for f in self.spec.features:
@@ -181,26 +250,18 @@ class FeatureEmbedding(keras.layers.Layer):
             if not f.is_categorical:
                 out[f.name] = tf.reshape(tf.cast(x, self.compute_dtype), [-1, 1])
                 continue
-            table = self.tables[f.table_name]
-            if f.type == spec_lib.CATEGORICAL:
-                out[f.name] = tf.gather(table, x)
-                continue
-            mask = tf.cast(x >= 0, self.compute_dtype)                   # [B, L]
-            emb = tf.gather(table, tf.maximum(x, 0)) * mask[..., None]   # [B, L, d]
-            if f.pooling == "none":
-                out[f.name] = emb
-                out[f"{f.name}/mask"] = mask
-            elif f.pooling == "sum":
-                out[f.name] = tf.reduce_sum(emb, axis=1)
-            else:
-                count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
-                out[f.name] = tf.reduce_sum(emb, axis=1) / count
+            self._embed(f, x, self.tables[f.table_name], out, f.name)
+        for name in self.extra_features:
+            if name in rows:
+                self._embed(self.spec.feature(name), rows[name], self.tables[f"extra/{name}"],
+                            out, f"extra/{name}")
         return out
 
     def get_config(self):
         config = super().get_config()
         config.update(
             spec=self.spec.to_dict(),
+            extra_features=list(self.extra_features),
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
             embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer)
             if self.embeddings_regularizer else None)
