@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -22,13 +21,6 @@ from tfmdl.cli.command import Command
 def machine_line() -> str:
     return (f"machine: {os.cpu_count()} cores, date: "
             f"{datetime.date.today().isoformat()}")
-
-
-def peak_rss_mb() -> dict:
-    """Peak resident set size of this process and of its largest child, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"self": own, "largest_child": child}
 
 
 class Pipeline(Command):
@@ -125,13 +117,13 @@ Run it at two sizes to see that memory does not grow with the number of examples
         finally:
             if not fv.out:
                 shutil.rmtree(out, ignore_errors=True)
-        rss = peak_rss_mb()
         print(f"tfmdl benchmark synth --preset={fv.preset} --train={fv.train} --eval={fv.eval}")
         print(machine_line())
         print(f"examples: {result.rows}, seconds: {result.seconds:.1f}, "
               f"examples/s: {result.examples_per_second:,.0f}")
-        print(f"peak RSS: main process {rss['self']:.0f} MiB, largest worker "
-              f"{rss['largest_child']:.0f} MiB")
+        workers = ("in-process" if result.peak_worker_rss_mb is None
+                   else f"largest worker {result.peak_worker_rss_mb:.0f} MiB")
+        print(f"peak RSS (VmHWM): main process {synthetic.peak_rss_mb():.0f} MiB, {workers}")
         return 0
 
 
@@ -214,7 +206,9 @@ process's peak RSS. Run at two sizes to see that memory does not grow with the i
             seconds = time.perf_counter() - start
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        from tfmdl.pipelines import synthetic  # pylint: disable=g-import-not-at-top
+
+        rss = synthetic.peak_rss_mb()
         print(f"tfmdl benchmark convert --rows={fv.rows} --format={fv.format}")
         print(machine_line())
         print(f"input: {size_mb:.0f} MiB {fv.format}; rows written: {result.rows_written}; "
@@ -224,3 +218,68 @@ process's peak RSS. Run at two sizes to see that memory does not grow with the i
 
 
 COMMANDS.append(Convert())
+
+
+class Train(Command):
+    """Trains the configured model's core on a few in-memory batches (cached after the
+input lookup, so input parsing is not timed) and reports examples/s, peak RSS and
+MFU: 3 x forward matmul FLOPs per example x examples/s, divided by TensorFlow's own
+float32 matmul FLOP/s measured in the same run."""
+
+    name = "benchmark train"
+    summary = "training examples/s, peak RSS and MFU of a configured model"
+
+    def flags(self, fv):
+        from tfmdl.cli import model_commands  # pylint: disable=g-import-not-at-top
+
+        model_commands.define_config_flags(fv)
+        flags.DEFINE_integer("batch_size", 2048, "batch size", flag_values=fv)
+        flags.DEFINE_integer("steps", 40, "timed steps", flag_values=fv)
+        flags.DEFINE_integer("warmup", 10, "untimed warm-up steps", flag_values=fv)
+        flags.DEFINE_enum("jit_compile", "off", ["on", "off", "both"],
+                          "XLA: on, off, or both (ratio printed)", flag_values=fv)
+
+    def run(self, fv):
+        from tfmdl.benchmark import train_speed  # pylint: disable=g-import-not-at-top
+        from tfmdl.cli import model_commands  # pylint: disable=g-import-not-at-top
+        from tfmdl.models import cost  # pylint: disable=g-import-not-at-top
+        from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
+        from tfmdl.pipelines import reader  # pylint: disable=g-import-not-at-top
+        from tfmdl.pipelines import synthetic  # pylint: disable=g-import-not-at-top
+
+        try:
+            spec, config = model_commands.load_spec_and_config(fv)
+            ds = reader.make_dataset(spec, fv.data, fv.batch_size, split="train", seed=0,
+                                     repeat=True, drop_remainder=True)
+        except ValueError as exc:
+            sys.stderr.write(f"tfmdl benchmark train: {exc}\n")
+            return 2
+        overrides = " ".join(f"--set {s}" for s in fv.set)
+        print(f"tfmdl benchmark train --config={fv.config} --data={fv.data} "
+              f"--batch_size={fv.batch_size} {overrides}".rstrip())
+        print(machine_line())
+        peak = train_speed.matmul_flops_per_second()
+        print(f"TensorFlow float32 matmul peak (2048^3, same run): {peak / 1e9:.1f} GFLOP/s")
+        modes = {"on": [True], "off": [False], "both": [False, True]}[fv.jit_compile]
+        results = {}
+        for jit in modes:
+            built = experiment.from_config(config, spec)
+            if jit is modes[0]:
+                counts = cost.parameter_counts(built)
+                print(f"params: {counts['total']:,} ({counts['embedding']:,} embedding, "
+                      f"{counts['dense']:,} dense)")
+            r = train_speed.measure(built, ds, fv.batch_size, steps=fv.steps, warmup=fv.warmup,
+                                    jit_compile=jit, peak=peak)
+            results[jit] = r
+            print(f"jit_compile={'on' if jit else 'off'}: {r.examples_per_second:,.0f} "
+                  f"examples/s, {r.step_seconds * 1000:.1f} ms/step, forward "
+                  f"{cost.format_count(r.forward_flops_per_example)}FLOP/example, achieved "
+                  f"{r.achieved_flops / 1e9:.1f} GFLOP/s, MFU {r.mfu:.1%}")
+        if len(results) == 2:
+            print(f"XLA on/off throughput ratio: "
+                  f"{results[True].examples_per_second / results[False].examples_per_second:.2f}")
+        print(f"peak RSS (VmHWM): {synthetic.peak_rss_mb():.0f} MiB")
+        return 0
+
+
+COMMANDS.append(Train())

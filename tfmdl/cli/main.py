@@ -21,6 +21,7 @@ from absl import flags  # noqa: E402
 
 from tfmdl.cli import benchmark_commands  # noqa: E402
 from tfmdl.cli import data_commands  # noqa: E402
+from tfmdl.cli import model_commands  # noqa: E402
 from tfmdl.cli.command import Command  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -28,7 +29,7 @@ FLAGS = flags.FLAGS
 
 def _commands() -> Dict[Tuple[str, ...], Command]:
     out = {}
-    for module in (data_commands, benchmark_commands):
+    for module in (data_commands, model_commands, benchmark_commands):
         for cmd in module.COMMANDS:
             out[tuple(cmd.name.split())] = cmd
     return out

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from tfmdl.layers.per_token_ffn import PerTokenDense, _check_positive_int, _check_rate
+from tfmdl.layers.per_token_ffn import (PerTokenDense, _check_positive_int, _check_rate,
+                                        build_sublayer)
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")
@@ -77,11 +78,12 @@ class DomainAwareAttention(keras.layers.Layer):
         self.output_projection = keras.layers.Dense(
             width, kernel_initializer=self._initializer(), name="output")
         self.attention_dropout = keras.layers.Dropout(self.dropout)
-        self.query_projection.build(queries_shape)
-        self.output_projection.build(queries_shape)
+        build_sublayer(self.query_projection, queries_shape)
+        build_sublayer(self.output_projection, queries_shape)
         super().build(queries_shape)
 
     def call(self, queries, features, training=None):
+        features = tf.convert_to_tensor(features, dtype=queries.dtype)
         num_queries, width = queries.shape[1], queries.shape[2]
         if features.shape.rank != 3 or features.shape[1] is None:
             raise ValueError(f"{self.name}: features must be [batch, T, d_x] with a "

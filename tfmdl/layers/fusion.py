@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -35,10 +37,11 @@ def scenario_mask(ids, num_scenarios: int, validate: bool = True,
     Returns:
       ``[batch, S]`` float mask.
     """
-    if isinstance(num_scenarios, bool) or not isinstance(num_scenarios, int) \
+    if isinstance(num_scenarios, bool) or not isinstance(num_scenarios, numbers.Integral) \
             or num_scenarios < 1:
         raise ValueError("num_scenarios should be a positive integer. "
                          f"Received: num_scenarios={num_scenarios!r}")
+    num_scenarios = int(num_scenarios)
     ids = tf.convert_to_tensor(ids)
     if ids.shape.rank not in (1, 2):
         raise ValueError("scenario ids must be [batch] (single-valued) or [batch, L] "
@@ -111,7 +114,9 @@ class DomainFused(keras.layers.Layer):
                 f"tokens' width. Received: task_tokens shape {task_tokens.shape}, "
                 f"scenario_tokens shape {scenario_tokens.shape}")
 
-    def call(self, scenario_tokens, task_tokens, scenario_mask):  # pylint: disable=redefined-outer-name
+    def call(self, scenario_tokens, task_tokens,
+             scenario_mask):  # pylint: disable=redefined-outer-name
+        task_tokens = tf.convert_to_tensor(task_tokens, dtype=scenario_tokens.dtype)
         mask = tf.convert_to_tensor(scenario_mask)
         self._check_shapes(scenario_tokens, task_tokens, mask)
         num_scenarios = mask.shape[-1]

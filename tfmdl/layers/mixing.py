@@ -10,19 +10,26 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from tfmdl.layers.per_token_ffn import PerTokenFFN, _check_positive_int, _check_rate
+from tfmdl.layers.per_token_ffn import (PerTokenFFN, _check_positive_int, _check_rate,
+                                        build_sublayer)
 
 INTERACTIONS = ("mixing", "self_attention")
 LAYER_NORM_EPSILON = 1e-6
 
 
-def check_mixable(num_tokens: int, width: int, what: str = "TokenMixing") -> None:
-    """Raises ValueError unless ``width`` splits into ``num_tokens`` equal heads."""
-    if width % num_tokens:
-        raise ValueError(
-            f"{what}: the token width must be divisible by the number of tokens "
-            f"(token mixing uses H = T heads of width d / T). Received: d={width}, "
-            f"T={num_tokens}")
+def check_mixable(num_tokens: int, width: int, what: str = "TokenMixing",
+                  heads=None) -> None:
+    """Raises ValueError unless ``width`` splits into equal heads (H = T by default)."""
+    if heads is None:
+        if width % num_tokens:
+            raise ValueError(
+                f"{what}: the token width must be divisible by the number of tokens "
+                f"(token mixing uses H = T heads of width d / T). Received: d={width}, "
+                f"T={num_tokens}. Choose a width divisible by {num_tokens}, or set "
+                f"mixing_heads to a divisor of d.")
+    elif width % heads:
+        raise ValueError(f"{what}: mixing_heads={heads} must divide the token width "
+                         f"d={width}.")
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")
@@ -35,18 +42,29 @@ class TokenMixing(keras.layers.Layer):
     With ``H = T`` the shape is kept. Implemented as reshape ``[B, T, H, d/H]`` ->
     transpose -> reshape.
 
-    Shapes: input ``[batch, T, d]`` -> output ``[batch, T, d]``; ``d % T == 0``.
+    ``num_heads`` (H) other than T: the ``[H, T·d/H]`` result holds the same
+    ``T·d`` numbers and is laid back out as ``[T, d]`` in row-major order, a fixed,
+    parameter-free permutation in which every output token still gathers head
+    slices of many input tokens. SPEC.md 2.2 allows H = T or a learned projection;
+    this keeps the block parameter-free when d is not divisible by T (e.g. when
+    scenario and task tokens join the mixing in MDL's ablations).
+
+    Shapes: input ``[batch, T, d]`` -> output ``[batch, T, d]``; ``d % H == 0``.
 
     Example:
       >>> TokenMixing()(tf.zeros([2, 4, 8])).shape
       TensorShape([2, 4, 8])
 
     Args:
-      (none besides the base `Layer` keyword arguments).
+      num_heads: H, the number of heads each token is split into; None (default)
+        means H = T, RankMixer's setting.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, num_heads=None, **kwargs):
         super().__init__(**kwargs)
+        if num_heads is not None:
+            _check_positive_int("num_heads", num_heads)
+        self.num_heads = None if num_heads is None else int(num_heads)
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
     def build(self, input_shape):
@@ -54,16 +72,22 @@ class TokenMixing(keras.layers.Layer):
         if input_shape[1] is None or input_shape[2] is None:
             raise ValueError(f"{self.name}: TokenMixing needs a static number of tokens "
                              f"and width. Received: input_shape={input_shape}")
-        check_mixable(int(input_shape[1]), int(input_shape[2]), self.name)
+        check_mixable(int(input_shape[1]), int(input_shape[2]), self.name, self.num_heads)
         super().build(input_shape)
 
     def call(self, inputs):
         num_tokens, width = inputs.shape[1], inputs.shape[2]
-        heads = tf.reshape(inputs, [-1, num_tokens, num_tokens, width // num_tokens])
+        h = self.num_heads or num_tokens
+        heads = tf.reshape(inputs, [-1, num_tokens, h, width // h])
         return tf.reshape(tf.transpose(heads, [0, 2, 1, 3]), [-1, num_tokens, width])
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_heads"] = self.num_heads
+        return config
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")
@@ -92,11 +116,14 @@ class RankMixerBlock(keras.layers.Layer):
       interaction: ``"mixing"`` (default, parameter-free token mixing) or
         ``"self_attention"``.
       num_heads: attention heads for ``"self_attention"`` (default 4); unused by
-        ``"mixing"``, whose head count is always ``T``.
+        ``"mixing"``.
+      mixing_heads: heads of the token mixing (`TokenMixing` ``num_heads``);
+        None (default) means H = T.
     """
 
     def __init__(self, ffn_mult: int = 4, dropout: float = 0.0,
-                 interaction: str = "mixing", num_heads: int = 4, **kwargs):
+                 interaction: str = "mixing", num_heads: int = 4, mixing_heads=None,
+                 **kwargs):
         super().__init__(**kwargs)
         _check_positive_int("ffn_mult", ffn_mult)
         _check_rate("dropout", dropout)
@@ -108,6 +135,9 @@ class RankMixerBlock(keras.layers.Layer):
         self.dropout = float(dropout)
         self.interaction = interaction
         self.num_heads = int(num_heads)
+        if mixing_heads is not None:
+            _check_positive_int("mixing_heads", mixing_heads)
+        self.mixing_heads = None if mixing_heads is None else int(mixing_heads)
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
     def build(self, input_shape):
@@ -117,8 +147,8 @@ class RankMixerBlock(keras.layers.Layer):
             raise ValueError(f"{self.name}: RankMixerBlock needs a static number of "
                              f"tokens and width. Received: input_shape={input_shape}")
         if self.interaction == "mixing":
-            self.token_mixing = TokenMixing(name="token_mixing")
-            self.token_mixing.build(input_shape)
+            self.token_mixing = TokenMixing(self.mixing_heads, name="token_mixing")
+            build_sublayer(self.token_mixing, input_shape)
         else:
             if width % self.num_heads:
                 raise ValueError(
@@ -126,9 +156,7 @@ class RankMixerBlock(keras.layers.Layer):
                     f"num_heads. Received: d={width}, num_heads={self.num_heads}")
             self.attention = keras.layers.MultiHeadAttention(
                 self.num_heads, key_dim=width // self.num_heads, dropout=self.dropout,
-                name="self_attention")
-            # Keras' own from_config uses this to create the weights from shapes.
-            self.attention._build_from_signature(query=input_shape, value=input_shape)
+                name="self_attention")  # Keras creates its weights on the first call
         self.norm1 = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
                                                      name="norm1")
         self.ffn = PerTokenFFN(self.ffn_mult * width, activation="gelu",
@@ -136,7 +164,7 @@ class RankMixerBlock(keras.layers.Layer):
         self.norm2 = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
                                                      name="norm2")
         for layer in (self.norm1, self.ffn, self.norm2):
-            layer.build(input_shape)
+            build_sublayer(layer, input_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -153,5 +181,6 @@ class RankMixerBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(ffn_mult=self.ffn_mult, dropout=self.dropout,
-                      interaction=self.interaction, num_heads=self.num_heads)
+                      interaction=self.interaction, num_heads=self.num_heads,
+                      mixing_heads=self.mixing_heads)
         return config

@@ -25,6 +25,17 @@ def _check_rate(name: str, value) -> None:
         raise ValueError(f"{name} should be a float in [0, 1). Received: {name}={value!r}")
 
 
+def build_sublayer(layer: keras.layers.Layer, input_shape) -> None:
+    """Builds ``layer`` inside its own name scope, as its first ``__call__`` would.
+
+    Keras 2 only opens a sublayer's name scope in ``__call__``; building
+    sublayers from a parent's ``build()`` without it gives their weights
+    clashing names (``parent/kernel`` twice), which breaks h5 weight files.
+    """
+    with tf.name_scope(layer.name):
+        layer.build(input_shape)
+
+
 def per_token_initializer(initializer, fan_ins: Optional[Sequence[int]] = None):
     """Wraps ``initializer`` for a per-token kernel ``[N, d_in, units]``.
 
@@ -187,8 +198,8 @@ class PerTokenFFN(keras.layers.Layer):
         self.out = PerTokenDense(d_out, self.use_bias,
                                  keras.initializers.deserialize(init), name="output")
         self.drop = keras.layers.Dropout(self.dropout)
-        self.hidden.build(input_shape)
-        self.out.build(input_shape[:-1].concatenate([self.hidden_dim]))
+        build_sublayer(self.hidden, input_shape)
+        build_sublayer(self.out, input_shape[:-1].concatenate([self.hidden_dim]))
         super().build(input_shape)
 
     def call(self, inputs, training=None):

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl.layers.per_token_ffn import (PerTokenFFN, _check_positive_int,
-                                        per_token_initializer)
+                                        build_sublayer, per_token_initializer)
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")
@@ -146,7 +146,7 @@ class DomainTokenizer(keras.layers.Layer):
             raise ValueError(
                 f"{self.name}: expected {self.num_tokens} stacked token inputs "
                 f"(num_tokens={self.num_tokens}). Received: input_shape={input_shape}")
-        self.ffn.build(input_shape)
+        build_sublayer(self.ffn, input_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=None):

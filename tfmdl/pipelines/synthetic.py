@@ -533,6 +533,7 @@ class SynthResult:
     oracle: dict
     seconds: float
     rows: int
+    peak_worker_rss_mb: Optional[float] = None  # largest generator worker (workers > 1)
 
     @property
     def examples_per_second(self) -> float:
@@ -604,12 +605,30 @@ def _worker_init(cfg: SynthConfig) -> None:
     _WORKER = Generator(cfg)
 
 
-def _worker_chunk(job: Tuple[int, int, int]) -> Tuple[List[bytes], Chunk]:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM) in MiB.
+
+    VmHWM belongs to the address space, so a spawned worker reports its own peak,
+    not the parent's image it was forked from (``ru_maxrss`` of children does).
+    """
+    try:
+        with open("/proc/self/status", "r", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource  # pylint: disable=g-import-not-at-top
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker_chunk(job: Tuple[int, int, int]) -> Tuple[List[bytes], Chunk, float]:
     part, index, rows = job
     c = _WORKER.chunk(part, index, rows)
     records = codec.encode_examples(c.columns, rows)
     c.columns = {}
-    return records, c
+    return records, c, peak_rss_mb()
 
 
 def _jobs(cfg: SynthConfig, part: int, total: int):
@@ -651,6 +670,7 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
         big = cfg.train + cfg.eval >= 16 * cfg.chunk_size
         workers = min(2, os.cpu_count() or 1) if big else 1
     pool = None
+    peak_worker = 0.0
     if workers > 1:
         import multiprocessing  # pylint: disable=g-import-not-at-top
 
@@ -664,7 +684,8 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
             with tfrecord.ShardedWriter(out_dir, split, cfg.records_per_shard,
                                         cfg.compression) as writer:
                 done = 0
-                for records, c in results:
+                for records, c, worker_rss in results:
+                    peak_worker = max(peak_worker, worker_rss)
                     writer.write(records)
                     (acc.add_train if split == "train" else acc.add_eval)(c)
                     done += c.rows
@@ -681,4 +702,5 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
                                           allow_nan=False) + "\n")
     tfrecord.write_manifest(out_dir, splits)
     seconds = time.perf_counter() - start
-    return SynthResult(out_dir, spec, report, seconds, cfg.train + cfg.eval)
+    return SynthResult(out_dir, spec, report, seconds, cfg.train + cfg.eval,
+                       peak_worker_rss_mb=peak_worker if workers > 1 else None)

@@ -1,0 +1,76 @@
+"""``tfmdl models`` and ``tfmdl model-info``."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from tfmdl.cli.command import Command
+
+
+def define_config_flags(fv) -> None:
+    flags.DEFINE_string("config", None, "config YAML (model + params)", flag_values=fv)
+    flags.DEFINE_string("data", None, "data directory with spec.yaml", flag_values=fv)
+    flags.DEFINE_multi_string("set", [], "override a config field: --set params.width=128 "
+                              "(repeatable)", flag_values=fv)
+    flags.mark_flag_as_required("config", flag_values=fv)
+    flags.mark_flag_as_required("data", flag_values=fv)
+
+
+def load_spec_and_config(fv):
+    """(spec, ExperimentConfig) from --data and --config/--set; errors are ValueErrors
+    naming the file and key."""
+    from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
+    from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
+
+    spec = spec_lib.load_spec(fv.data)
+    config = experiment.load_config(fv.config, fv.set)
+    return spec, config
+
+
+class Models(Command):
+    """Lists every registered model with the paper it comes from."""
+
+    name = "models"
+    summary = "list the registered models"
+
+    def run(self, fv):
+        from tfmdl.models import registry  # pylint: disable=g-import-not-at-top
+
+        for name in registry.names():
+            print(f"{name:<16} {registry.get(name).paper}")
+        return 0
+
+
+class ModelInfo(Command):
+    """Builds the model a config describes for a data set's spec and prints its
+parameter count (embedding tables vs dense weights) and forward matmul FLOPs per
+example (training is about 3x that)."""
+
+    name = "model-info"
+    summary = "parameter count and FLOPs per example of a configured model"
+
+    def flags(self, fv):
+        define_config_flags(fv)
+
+    def run(self, fv):
+        from tfmdl.models import cost  # pylint: disable=g-import-not-at-top
+        from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
+
+        try:
+            spec, config = load_spec_and_config(fv)
+            built = experiment.from_config(config, spec)
+        except ValueError as exc:
+            sys.stderr.write(f"tfmdl model-info: {exc}\n")
+            return 2
+        info = cost.model_info(built)
+        print(f"model: {config.model} ({fv.config})")
+        print(f"params: {info['params_total']:,} total = {info['params_embedding']:,} "
+              f"embedding + {info['params_dense']:,} dense")
+        print(f"forward matmul FLOPs per example: {info['flops_per_example']:,} "
+              f"({cost.format_count(info['flops_per_example'])})")
+        return 0
+
+
+COMMANDS = [Models(), ModelInfo()]

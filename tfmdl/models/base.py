@@ -1,0 +1,97 @@
+"""What every model builder returns, and the wiring all models share.
+
+A built model comes in two nested Keras models that share weights:
+
+* ``core``: looked-up features (embedding row ids, normalised numerics, checked
+  scenario ids) -> ``{task: probability [B, 1]}``. Pure tensor math: it compiles
+  under XLA, so ``jit_compile`` training feeds it a dataset mapped through
+  ``lookup``.
+* ``model``: the spec's raw features -> ``lookup`` -> ``core``. This is what
+  ``model.fit`` trains by default, what is saved and what serving exports.
+
+`assemble` builds both from a ``core_fn`` that maps the looked-up input tensors
+to task outputs, so no model re-implements input plumbing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfmdl.layers import inputs as inputs_lib
+from tfmdl.pipelines import spec as spec_lib
+
+
+@dataclasses.dataclass
+class BuiltModel:
+    """A model built from the registry (see module docstring)."""
+    name: str
+    spec: spec_lib.FeatureSpec
+    params: Any
+    model: keras.Model
+    core: keras.Model
+    lookup: inputs_lib.FeatureLookup
+    aux: Optional[keras.Model] = None   # looked-up features -> auxiliary tensors
+
+    @property
+    def task_names(self):
+        return self.spec.task_names
+
+    def aux_outputs(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Runs the auxiliary read-out (e.g. MDL attention weights) on raw features."""
+        if self.aux is None:
+            raise ValueError(f"model {self.name!r} has no auxiliary outputs.")
+        return self.aux(self.lookup(dict(features)), training=False)
+
+
+def core_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, keras.Input]:
+    """Inputs of the core model: what `FeatureLookup` produces."""
+    out = {}
+    scen = spec.scenario
+    out[scen.feature] = keras.Input(shape=(scen.count,) if scen.multi_valued else (),
+                                    dtype=tf.int64, name=scen.feature)
+    for f in spec.features:
+        shape = (f.max_len,) if f.type == spec_lib.SEQUENCE else ()
+        dtype = tf.float32 if f.type == spec_lib.NUMERIC else tf.int64
+        out[f.name] = keras.Input(shape=shape, dtype=dtype, name=f.name)
+    return out
+
+
+def name_outputs(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Gives each task output a float32 layer named by the task (Keras uses layer
+    names as output names; float32 keeps outputs exact under mixed precision)."""
+    return {task: keras.layers.Activation("linear", dtype="float32", name=task)(t)
+            for task, t in outputs.items()}
+
+
+CoreFn = Callable[[Dict[str, tf.Tensor]], Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]]
+
+
+def assemble(name: str, spec: spec_lib.FeatureSpec, params: Any, core_fn: CoreFn) -> BuiltModel:
+    """Builds core and full models around ``core_fn(inputs) -> (task_outputs, aux)``."""
+    inputs = core_inputs(spec)
+    outputs, aux = core_fn(inputs)
+    missing = [t for t in spec.task_names if t not in outputs]
+    if missing:
+        raise ValueError(f"model {name!r} produced no output for task(s) {missing}.")
+    core = keras.Model(inputs, name_outputs({t: outputs[t] for t in spec.task_names}),
+                       name=f"{name}_core")
+    aux_model = keras.Model(inputs, aux, name=f"{name}_aux") if aux else None
+    lookup = inputs_lib.FeatureLookup(spec, name="feature_lookup")
+    raw = inputs_lib.spec_inputs(spec)
+    full = keras.Model(raw, name_outputs(core(lookup(raw))), name=name)
+    return BuiltModel(name=name, spec=spec, params=params, model=full, core=core,
+                      lookup=lookup, aux=aux_model)
+
+
+def embedding_weights(model: keras.Model):
+    """The embedding-table variables of a built model (for split optimizers and
+    parameter accounting)."""
+    out = []
+    for layer in model.submodules:
+        if isinstance(layer, inputs_lib.FeatureEmbedding):
+            out.extend(layer.trainable_weights)
+    return out
