@@ -18,7 +18,19 @@ except RuntimeError:  # devices already initialised by an earlier import
     pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def mirrored(two_cpus):
+    """One 2-replica MirroredStrategy shared by the whole run.
+
+    Several MirroredStrategy objects in one process reuse the same collective
+    instance keys, and TensorFlow caches a collective's shape by key, so a second
+    strategy's all-reduce can fail with "Shape mismatch in the collective instance".
+    A single strategy allocates fresh keys for every model.
+    """
+    return tf.distribute.MirroredStrategy(two_cpus)
+
+
+@pytest.fixture(scope="session")
 def two_cpus():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < 2:

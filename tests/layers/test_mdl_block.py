@@ -310,8 +310,8 @@ def test_jit_compile_matches_eager(modes):
                                        rtol=1e-4, atol=1e-5, err_msg=key)
 
 
-def test_mirrored_strategy_training_step(two_cpus):
-    strategy = tf.distribute.MirroredStrategy(two_cpus)
+def test_mirrored_strategy_training_step(two_cpus, mirrored):
+    strategy = mirrored
     assert strategy.num_replicas_in_sync == 2
     x, z, u, mask = make_inputs(batch=4, tasks=2)
     labels = (x_input([4, 2], seed=11) > 0).astype(np.float32)

@@ -175,9 +175,9 @@ def test_trains_under_xla(feed_dir):
                                built.core(built.lookup(f))["like"].numpy(), rtol=1e-5)
 
 
-def test_trains_in_two_replica_mirrored_strategy(feed_dir, two_cpus):
+def test_trains_in_two_replica_mirrored_strategy(feed_dir, two_cpus, mirrored):
     spec = _spec(feed_dir)
-    strategy = tf.distribute.MirroredStrategy(two_cpus)
+    strategy = mirrored
     with strategy.scope():
         built = models.build("mdl", spec, SMALL)
         _compile(built.model, spec)

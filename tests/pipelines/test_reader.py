@@ -189,9 +189,9 @@ def test_file_sharding_with_input_context(tmp_path):
     assert sorted(np.concatenate(seen).tolist()) == list(range(60))
 
 
-def test_under_two_replica_mirrored_strategy(tmp_path, two_cpus):
+def test_under_two_replica_mirrored_strategy(tmp_path, two_cpus, mirrored):
     _write(tmp_path, 64, shards=2)
-    strategy = tf.distribute.MirroredStrategy(two_cpus)
+    strategy = mirrored
     assert strategy.num_replicas_in_sync == 2
 
     def dataset_fn(ctx):
