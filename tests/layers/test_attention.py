@@ -1,40 +1,12 @@
 """Tests for tfmdl.layers.attention.DomainAwareAttention against NumPy."""
 
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl.layers.attention import DomainAwareAttention
-
-
-def np_per_token_dense(x, dense):
-    kernel, bias = dense.kernel.numpy(), dense.bias.numpy()
-    return np.stack([x[:, n] @ kernel[n] for n in range(x.shape[1])], axis=1) + bias
-
-
-def np_daa(queries, features, layer):
-    """Per-token Q/K/V projections, per-head softmax over T, shared output projection."""
-    heads = layer.num_heads
-    q = np_per_token_dense(queries, layer.query_projection)
-    k = np_per_token_dense(features, layer.key_projection)
-    v = np_per_token_dense(features, layer.value_projection)
-    batch, num_q, width = q.shape
-    c = width // heads
-    out = np.zeros((batch, num_q, width))
-    weights = np.zeros((batch, heads, num_q, features.shape[1]))
-    for b in range(batch):
-        for h in range(heads):
-            qh, kh, vh = (t[b, :, h * c:(h + 1) * c] for t in (q, k, v))
-            scores = qh @ kh.T / math.sqrt(c)
-            w = np.exp(scores - scores.max(-1, keepdims=True))
-            w /= w.sum(-1, keepdims=True)
-            weights[b, h] = w
-            out[b, :, h * c:(h + 1) * c] = w @ vh
-    dense = layer.output_projection
-    return out @ dense.kernel.numpy() + dense.bias.numpy(), weights
+from tests.layers.numpy_reference import np_daa
 
 
 def randomize(layer, seed=0):

@@ -6,23 +6,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl.layers.fusion import DomainFused, scenario_mask
+from tests.layers.numpy_reference import np_fused
 
 
 def x_input(shape, seed=1):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
-
-
-def np_fused(scenario_tokens, task_tokens, mask, use_global):
-    """Python loop over instances: mean over the selected scenario tokens (+ global)."""
-    num_scenarios = mask.shape[1]
-    out = np.array(task_tokens, dtype=np.float64)
-    for b in range(mask.shape[0]):
-        chosen = [scenario_tokens[b, s] for s in range(num_scenarios) if mask[b, s]]
-        if use_global:
-            chosen.append(scenario_tokens[b, num_scenarios])
-        pooled = np.mean(chosen, axis=0) if chosen else np.zeros(task_tokens.shape[-1])
-        out[b] += pooled
-    return out
 
 
 # --------------------------------- scenario_mask -------------------------------- #

@@ -1,7 +1,6 @@
 """Tests for tfmdl.layers.mdl_block.MDLBlock: equations, gradients, ablations, XLA, replicas."""
 
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -11,72 +10,11 @@ import tf_keras as keras
 from tfmdl.layers.fusion import scenario_mask
 from tfmdl.layers.mdl_block import MDLBlock
 from tfmdl.layers.tokenization import FeatureTokenizer
-
-_erf = np.vectorize(math.erf)
+from tests.layers.numpy_reference import (np_daa, np_fused, np_layer_norm, np_pffn,
+                                         np_rank_mixer)
 
 
 # ------------------------------ NumPy re-computation ----------------------------- #
-def np_gelu(x):
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
-
-
-def np_layer_norm(x, norm):
-    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + norm.epsilon) * norm.gamma.numpy() + norm.beta.numpy()
-
-
-def np_per_token_dense(x, dense):
-    kernel, bias = dense.kernel.numpy(), dense.bias.numpy()
-    return np.stack([x[:, n] @ kernel[n] for n in range(x.shape[1])], axis=1) + bias
-
-
-def np_pffn(x, ffn):
-    return np_per_token_dense(np_gelu(np_per_token_dense(x, ffn.hidden)), ffn.out)
-
-
-def np_token_mixing(x):
-    _, tokens, width = x.shape
-    w = width // tokens
-    out = np.zeros_like(x)
-    for t in range(tokens):
-        for h in range(tokens):
-            out[:, h, t * w:(t + 1) * w] = x[:, t, h * w:(h + 1) * w]
-    return out
-
-
-def np_rank_mixer(x, block):
-    s = np_layer_norm(np_token_mixing(x) + x, block.norm1)
-    return np_layer_norm(np_pffn(s, block.ffn) + s, block.norm2)
-
-
-def np_daa(queries, features, layer):
-    heads = layer.num_heads
-    q = np_per_token_dense(queries, layer.query_projection)
-    k = np_per_token_dense(features, layer.key_projection)
-    v = np_per_token_dense(features, layer.value_projection)
-    c = q.shape[-1] // heads
-    out = np.zeros_like(q)
-    weights = np.zeros((q.shape[0], heads, q.shape[1], k.shape[1]))
-    for h in range(heads):
-        sl = slice(h * c, (h + 1) * c)
-        scores = np.einsum("bqc,btc->bqt", q[..., sl], k[..., sl]) / math.sqrt(c)
-        w = np.exp(scores - scores.max(-1, keepdims=True))
-        w /= w.sum(-1, keepdims=True)
-        weights[:, h] = w
-        out[..., sl] = np.einsum("bqt,btc->bqc", w, v[..., sl])
-    dense = layer.output_projection
-    return out @ dense.kernel.numpy() + dense.bias.numpy(), weights
-
-
-def np_fused(z, u, mask, use_global):
-    num_scenarios = mask.shape[1]
-    total = np.einsum("bs,bsd->bd", mask, z[:, :num_scenarios])
-    count = mask.sum(-1, keepdims=True)
-    pooled = ((total + z[:, num_scenarios]) / (count + 1) if use_global
-              else total / np.maximum(count, 1))
-    return u + pooled[:, None]
-
-
 def np_mdl_block(x, z, u, mask, block):
     """SPEC.md 2.2 steps 1-6 (and the "mixing" joins of 2.4), from the block's weights."""
     joined = [x] + ([z] if block.scenario_mode == "mixing" else []) \

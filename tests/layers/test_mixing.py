@@ -1,67 +1,12 @@
 """Tests for tfmdl.layers.mixing: token mixing permutation and RankMixer block."""
 
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl.layers.mixing import RankMixerBlock, TokenMixing
-
-_erf = np.vectorize(math.erf)
-
-
-def np_gelu(x):
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
-
-
-def np_layer_norm(x, norm):
-    mean = x.mean(-1, keepdims=True)
-    var = x.var(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + norm.epsilon) * norm.gamma.numpy() + norm.beta.numpy()
-
-
-def np_per_token_dense(x, dense):
-    kernel, bias = dense.kernel.numpy(), dense.bias.numpy()
-    return np.stack([x[:, n] @ kernel[n] for n in range(x.shape[1])], axis=1) + bias
-
-
-def np_pffn(x, ffn):
-    return np_per_token_dense(np_gelu(np_per_token_dense(x, ffn.hidden)), ffn.out)
-
-
-def np_token_mixing(x):
-    batch, tokens, width = x.shape
-    w = width // tokens
-    out = np.zeros_like(x)
-    for t in range(tokens):
-        for h in range(tokens):
-            out[:, h, t * w:(t + 1) * w] = x[:, t, h * w:(h + 1) * w]
-    return out
-
-
-def np_self_attention(x, mha):
-    """keras MultiHeadAttention(x, x) from its EinsumDense weights."""
-    def proj(dense, t):  # kernel [d, H, c]
-        return np.einsum("btd,dhc->bthc", t, dense.kernel.numpy()) + dense.bias.numpy()
-
-    q, k, v = proj(mha._query_dense, x), proj(mha._key_dense, x), proj(mha._value_dense, x)
-    scores = np.einsum("bqhc,bthc->bhqt", q, k) / math.sqrt(q.shape[-1])
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    weights /= weights.sum(-1, keepdims=True)
-    context = np.einsum("bhqt,bthc->bqhc", weights, v)
-    out = mha._output_dense
-    return np.einsum("bqhc,hcd->bqd", context, out.kernel.numpy()) + out.bias.numpy()
-
-
-def np_rank_mixer(x, block):
-    if block.interaction == "mixing":
-        mixed = np_token_mixing(x)
-    else:
-        mixed = np_self_attention(x, block.attention)
-    s = np_layer_norm(mixed + x, block.norm1)
-    return np_layer_norm(np_pffn(s, block.ffn) + s, block.norm2)
+from tests.layers.numpy_reference import np_rank_mixer, np_token_mixing
 
 
 def randomize(layer, seed=0):

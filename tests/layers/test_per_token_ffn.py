@@ -8,22 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl.layers.per_token_ffn import PerTokenDense, PerTokenFFN
-
-_erf = np.vectorize(math.erf)
-
-
-def np_gelu(x):
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
-
-
-def np_per_token_dense(x, kernel, bias):
-    out = np.stack([x[:, n] @ kernel[n] for n in range(x.shape[1])], axis=1)
-    return out if bias is None else out + bias
-
-
-def np_per_token_ffn(x, ffn):
-    hidden = np_gelu(np_per_token_dense(x, ffn.hidden.kernel.numpy(), ffn.hidden.bias.numpy()))
-    return np_per_token_dense(hidden, ffn.out.kernel.numpy(), ffn.out.bias.numpy())
+from tests.layers.numpy_reference import np_pffn, np_per_token_dense_weights
 
 
 def randomize(layer, seed=0):
@@ -43,7 +28,7 @@ def test_per_token_dense_matches_numpy_loop():
     layer(x)
     randomize(layer)
     assert layer.kernel.shape == (4, 5, 6) and layer.bias.shape == (4, 6)
-    expected = np_per_token_dense(x, layer.kernel.numpy(), layer.bias.numpy())
+    expected = np_per_token_dense_weights(x, layer.kernel.numpy(), layer.bias.numpy())
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -52,7 +37,8 @@ def test_per_token_dense_without_bias():
     layer = PerTokenDense(2, use_bias=False)
     out = layer(x)
     assert layer.bias is None and len(layer.weights) == 1
-    np.testing.assert_allclose(out.numpy(), np_per_token_dense(x, layer.kernel.numpy(), None),
+    np.testing.assert_allclose(out.numpy(),
+                               np_per_token_dense_weights(x, layer.kernel.numpy(), None),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -63,7 +49,7 @@ def test_per_token_ffn_matches_numpy_loop_and_tokens_differ():
     randomize(ffn)
     out = ffn(x).numpy()
     assert out.shape == (2, 3, 5)  # output_dim None keeps d_in
-    np.testing.assert_allclose(out, np_per_token_ffn(x, ffn), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, np_pffn(x, ffn), rtol=1e-4, atol=1e-5)
     # Same input, different weights per token -> different outputs per token.
     assert not np.allclose(out[:, 0], out[:, 1])
 

@@ -9,16 +9,7 @@ import tf_keras as keras
 
 from tfmdl.layers.tokenization import (DomainTokenizer, FeatureTokenizer, ScenarioTokenizer,
                                        TaskTokenizer, stack_token_inputs)
-
-_erf = np.vectorize(math.erf)
-
-
-def np_gelu(x):
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
-
-
-def np_per_token_dense(x, kernel, bias):
-    return np.stack([x[:, n] @ kernel[n] for n in range(x.shape[1])], axis=1) + bias
+from tests.layers.numpy_reference import np_pffn
 
 
 def randomize(layer, seed=0):
@@ -87,8 +78,7 @@ def test_domain_tokenizer_matches_numpy_per_token_ffn(cls):
     tok(x)
     randomize(tok)
     ffn = tok.ffn
-    hidden = np_gelu(np_per_token_dense(x, ffn.hidden.kernel.numpy(), ffn.hidden.bias.numpy()))
-    expected = np_per_token_dense(hidden, ffn.out.kernel.numpy(), ffn.out.bias.numpy())
+    expected = np_pffn(x, ffn)
     np.testing.assert_allclose(tok(x).numpy(), expected, rtol=1e-4, atol=1e-5)
     assert ffn.hidden.kernel.shape == (3, 5, 6) and ffn.out.kernel.shape == (3, 6, 4)
 

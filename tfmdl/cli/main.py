@@ -21,7 +21,9 @@ from absl import flags  # noqa: E402
 
 from tfmdl.cli import benchmark_commands  # noqa: E402
 from tfmdl.cli import data_commands  # noqa: E402
+from tfmdl.cli import eval_commands  # noqa: E402
 from tfmdl.cli import model_commands  # noqa: E402
+from tfmdl.cli import train_commands  # noqa: E402
 from tfmdl.cli.command import Command  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -29,7 +31,8 @@ FLAGS = flags.FLAGS
 
 def _commands() -> Dict[Tuple[str, ...], Command]:
     out = {}
-    for module in (data_commands, model_commands, benchmark_commands):
+    for module in (data_commands, model_commands, train_commands, eval_commands,
+                   benchmark_commands):
         for cmd in module.COMMANDS:
             out[tuple(cmd.name.split())] = cmd
     return out
@@ -76,6 +79,10 @@ def _parse(argv: List[str]) -> List[str]:
 
 
 def _main(argv: List[str]) -> int:
+    from absl import logging  # pylint: disable=g-import-not-at-top
+
+    # TensorFlow logs checkpoint internals at INFO through absl; keep the output readable
+    logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag=value.")
     return _SELECTED[0].run(FLAGS) or 0

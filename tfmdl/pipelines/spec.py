@@ -45,6 +45,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from tfmdl.config import suggest as _suggest
+
 CATEGORICAL = "categorical"
 NUMERIC = "numeric"
 SEQUENCE = "sequence"
@@ -57,13 +59,6 @@ GLOBAL_SCENARIO = "global"
 
 class SpecError(ValueError):
     """A feature spec is invalid; the message names the key path."""
-
-
-def _suggest(name: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    if close:
-        return f" Did you mean {close[0]!r}?"
-    return f" Valid: {', '.join(sorted(valid))}." if valid else ""
 
 
 def _check_keys(raw: Mapping[str, Any], allowed: Sequence[str], path: str) -> None:

@@ -1,0 +1,78 @@
+"""The ``training:`` section of a config file (typed, validated).
+
+    training:
+      batch_size: 1024
+      epochs: 2               # or steps: 5000 (total optimizer steps)
+      dense_optimizer: {name: adam, learning_rate: 0.001, schedule: cosine, decay_steps: 5000}
+      embedding_optimizer: {name: adagrad, learning_rate: 0.05}
+      loss_weights: {like: 1.0, finish: 0.5}
+      jit_compile: auto       # auto | on | off
+      mixed_precision: "off"  # or mixed_bfloat16
+      early_stopping: {metric: val_like_auc, patience: 2}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Literal, Optional
+
+OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    name: Literal["adam", "rmsprop", "adagrad", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    schedule: Literal["constant", "cosine", "exponential"] = "constant"
+    decay_steps: int = 10_000
+    decay_rate: float = 0.5          # exponential: lr * decay_rate^(step / decay_steps)
+    warmup_steps: int = 0            # linear warm-up before the schedule
+    clipnorm: Optional[float] = None
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.decay_steps <= 0 or self.warmup_steps < 0:
+            raise ValueError(f"decay_steps must be positive and warmup_steps >= 0, got "
+                             f"{self.decay_steps} and {self.warmup_steps}.")
+
+
+@dataclasses.dataclass
+class EarlyStoppingConfig:
+    metric: str = ""                 # e.g. val_like_auc or val_loss; empty = off
+    patience: int = 2
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    batch_size: int = 1024
+    epochs: int = 1
+    steps: int = 0                   # total steps; > 0 overrides the epoch length
+    dense_optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    embedding_optimizer: OptimizerConfig = dataclasses.field(
+        default_factory=lambda: OptimizerConfig(name="adagrad", learning_rate=0.05))
+    loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
+    jit_compile: Literal["auto", "on", "off"] = "auto"
+    mixed_precision: Literal["off", "mixed_bfloat16"] = "off"
+    shuffle_buffer: int = 10_000
+    seed: int = 0
+    validate: bool = True            # evaluate the eval split after every epoch
+    validation_steps: int = 0        # 0: the whole eval split
+    checkpoint_every_steps: int = 0  # 0: a checkpoint per epoch
+    backup_every_steps: int = 200    # BackupAndRestore frequency (for resuming)
+    early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
+    steps_per_execution: int = 1
+    log_every_steps: int = 100       # TensorBoard scalar frequency
+
+    def __post_init__(self):
+        for key in ("batch_size", "epochs", "shuffle_buffer", "steps_per_execution",
+                    "backup_every_steps", "log_every_steps"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}.")
+        for key in ("steps", "validation_steps", "checkpoint_every_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}.")
+        for task, w in self.loss_weights.items():
+            if not isinstance(w, (int, float)) or w < 0:
+                raise ValueError(f"loss_weights.{task} must be a non-negative number, got {w!r}.")

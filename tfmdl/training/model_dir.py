@@ -1,0 +1,103 @@
+"""The layout of a model directory written by ``tfmdl train``.
+
+    M/config.yaml          resolved experiment config (model, params, training)
+    M/spec.yaml            the feature spec the model was trained on
+    M/weights/final.*      final weights of the full model (TF checkpoint format)
+    M/checkpoints/         per-epoch (or per-N-steps) weight checkpoints
+    M/backup/              BackupAndRestore state for resuming a killed run
+    M/logs/                TensorBoard logs
+    M/train_summary.json   history, steps, wall time, strategy, XLA choice
+    M/eval.json, eval.md   written by ``tfmdl evaluate``
+
+`load_trained` rebuilds the model from config + spec and restores the final
+weights, so evaluation and export never depend on deserialising Python objects.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import tensorflow as tf
+import yaml
+
+from tfmdl.pipelines import spec as spec_lib
+
+CONFIG = "config.yaml"
+SPEC = "spec.yaml"
+WEIGHTS = os.path.join("weights", "final")
+CHECKPOINTS = "checkpoints"
+BACKUP = "backup"
+LOGS = "logs"
+SUMMARY = "train_summary.json"
+
+
+class ModelDirError(ValueError):
+    """A model directory is missing or incomplete; the message names the path."""
+
+
+def path(model_dir: str, name: str) -> str:
+    return os.path.join(model_dir, name)
+
+
+def has_final_weights(model_dir: str) -> bool:
+    return tf.io.gfile.exists(path(model_dir, WEIGHTS) + ".index")
+
+
+def load_trained(model_dir: str, weights: Optional[str] = None):
+    """Rebuilds the trained model of ``model_dir`` and restores its weights.
+
+    Args:
+      model_dir: a directory written by ``tfmdl train``.
+      weights: a checkpoint prefix to restore instead of the final weights.
+
+    Returns:
+      (BuiltModel, ExperimentConfig).
+    """
+    from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
+
+    if not tf.io.gfile.isdir(model_dir):
+        raise ModelDirError(f"model directory {model_dir} does not exist.")
+    for name in (CONFIG, SPEC):
+        if not tf.io.gfile.exists(path(model_dir, name)):
+            raise ModelDirError(f"{path(model_dir, name)} is missing: {model_dir} is not a "
+                                f"model directory written by tfmdl train.")
+    with tf.io.gfile.GFile(path(model_dir, CONFIG)) as fh:
+        raw = yaml.safe_load(fh)
+    config = experiment.load_config(raw)
+    spec = spec_lib.load_spec(path(model_dir, SPEC))
+    built = experiment.from_config(config, spec)
+    prefix = weights or path(model_dir, WEIGHTS)
+    if not tf.io.gfile.exists(prefix + ".index"):
+        raise ModelDirError(f"{prefix}.index is missing: training in {model_dir} has not "
+                            f"finished (no final weights).")
+    built.model.load_weights(prefix).expect_partial()
+    return built, config
+
+
+def write_config_and_spec(model_dir: str, config, spec: spec_lib.FeatureSpec) -> None:
+    """Writes the resolved config and the spec (atomically) into ``model_dir``."""
+    from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top
+
+    tf.io.gfile.makedirs(model_dir)
+    tfrecord.atomic_write_text(path(model_dir, CONFIG),
+                               yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tfrecord.atomic_write_text(path(model_dir, SPEC), spec.to_yaml())
+
+
+def save_final_weights(model_dir: str, model) -> None:
+    """Saves ``model``'s weights as the final weights, atomically: written under a
+    temporary prefix, then the checkpoint files are renamed into place (the
+    ``.index`` file last, since readers test for it)."""
+    target = path(model_dir, WEIGHTS)
+    directory = os.path.dirname(target)
+    tf.io.gfile.makedirs(directory)
+    tmp_prefix = os.path.join(directory, f".tmp-{os.getpid()}-final")
+    model.save_weights(tmp_prefix)
+    tmp_files = tf.io.gfile.glob(tmp_prefix + ".*")
+    index = [f for f in tmp_files if f.endswith(".index")]
+    for f in [f for f in tmp_files if not f.endswith(".index")] + index:
+        tf.io.gfile.rename(f, target + f[len(tmp_prefix):], overwrite=True)
+    stale = os.path.join(directory, "checkpoint")  # save_weights' bookkeeping file
+    if tf.io.gfile.exists(stale):
+        tf.io.gfile.remove(stale)

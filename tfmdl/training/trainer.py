@@ -1,0 +1,451 @@
+"""Training with plain Keras ``model.fit`` under a tf.distribute strategy.
+
+The pieces are usable from a script::
+
+    from tfmdl.training import trainer
+    strategy = trainer.make_strategy("default")
+    run = trainer.prepare("configs/mdl_feed.yaml", "data/feed", "models/mdl",
+                          strategy=strategy, overrides=["training.epochs=2"])
+    run.model.fit(run.train_data, epochs=run.epochs, steps_per_epoch=run.steps_per_epoch,
+                  validation_data=run.validation_data, callbacks=run.callbacks)
+    run.finish()      # final weights + train_summary.json
+
+and ``tfmdl train`` runs exactly that. ``prepare`` builds the model inside the
+strategy scope, compiles it with split optimizers (a TFRS CompositeOptimizer:
+embedding tables get ``training.embedding_optimizer``, default Adagrad; every
+other weight ``training.dense_optimizer``, default Adam), one binary
+cross-entropy per task weighted by ``training.loss_weights`` and masked by the
+per-task sample weights (missing labels weigh 0), and per-task AUC metrics.
+
+XLA (``training.jit_compile``): with XLA the compiled model is the lookup-free
+core and the dataset is mapped through the lookup layer, so string hashing and
+vocabularies stay in tf.data. ``auto`` turns XLA on for a single-replica
+strategy (MDL trained 1.11-1.23x faster with XLA on this 2-core CPU,
+docs/benchmarks.md) and off for distributed strategies: XLA combined with
+MirroredStrategy on logical CPU devices fails with TensorFlow's "variable on a
+different device" limitation, and parameter-server training runs functions on
+remote workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfmdl import config as config_lib
+from tfmdl.models import base
+from tfmdl.models import experiment
+from tfmdl.pipelines import reader
+from tfmdl.pipelines import spec as spec_lib
+from tfmdl.pipelines import tfrecord
+from tfmdl.training import config as train_config
+from tfmdl.training import model_dir as model_dir_lib
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must act on (NaN loss, bad labels)."""
+
+
+# -- strategies ------------------------------------------------------------------
+
+def configure_cpu_devices(count: int) -> None:
+    """Splits the CPU into ``count`` logical devices (for MirroredStrategy on a
+    CPU-only machine). Must run before TensorFlow initialises its devices."""
+    if count <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as exc:
+        raise TrainingError(f"--cpu_devices={count}: TensorFlow devices are already "
+                            f"initialised ({exc}); set it before any TensorFlow op runs.")
+
+
+def _tf_config() -> Optional[dict]:
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise TrainingError(f"TF_CONFIG is not valid JSON: {exc}") from None
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy for ``name`` (one of STRATEGIES); cluster strategies read TF_CONFIG.
+
+    For ``parameter_server``, a process whose TF_CONFIG task is a ``worker`` or
+    ``ps`` starts its server and blocks here serving the chief (it never returns);
+    only the chief gets a strategy back.
+    """
+    if name not in STRATEGIES:
+        raise TrainingError(f"--strategy={name!r}: expected one of {', '.join(STRATEGIES)}."
+                            f"{config_lib.suggest(name, STRATEGIES)}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    tf_config = _tf_config()
+    if tf_config is None:
+        raise TrainingError(f"--strategy={name} needs the TF_CONFIG environment variable "
+                            f"describing the cluster and this task (see README, 'Distributed "
+                            f"training').")
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type in ("worker", "ps"):
+        server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                                      task_index=resolver.task_id, protocol="grpc",
+                                      start=True)
+        server.join()  # serves the chief until the process is stopped
+    num_ps = len(resolver.cluster_spec().as_dict().get("ps", []))
+    partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=64 << 10, max_shards=max(num_ps, 1))
+    return tf.distribute.experimental.ParameterServerStrategy(
+        resolver, variable_partitioner=partitioner)
+
+
+def is_parameter_server(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the model directory."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+XLA_MAX_EMBEDDING_PARAMS = 20_000_000
+
+
+def resolve_jit(mode: str, strategy, embedding_params: int = 0) -> bool:
+    """XLA on or off for ``mode`` (auto/on/off) under ``strategy`` (module docstring).
+
+    ``auto`` also keeps XLA off when the embedding tables hold more than
+    `XLA_MAX_EMBEDDING_PARAMS` parameters: under XLA their gradients are applied
+    densely (see `split_optimizer`).
+    """
+    distributed = strategy.num_replicas_in_sync > 1 or is_parameter_server(strategy) or \
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    if mode == "off":
+        return False
+    if mode == "on":
+        if isinstance(strategy, tf.distribute.MirroredStrategy) and on_cpu and \
+                strategy.num_replicas_in_sync > 1:
+            raise TrainingError(
+                "jit_compile=on with MirroredStrategy over logical CPU devices fails in "
+                "TensorFlow (XLA cannot place the replicas' variables); use "
+                "jit_compile=auto/off here, or XLA with a single-device strategy.")
+        return True
+    return not distributed and embedding_params <= XLA_MAX_EMBEDDING_PARAMS
+
+
+# -- optimizers ------------------------------------------------------------------
+
+def _schedule(cfg: train_config.OptimizerConfig):
+    lr = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, cfg.decay_steps)
+    elif cfg.schedule == "exponential":
+        lr = keras.optimizers.schedules.ExponentialDecay(lr, cfg.decay_steps, cfg.decay_rate)
+    if cfg.warmup_steps:
+        lr = _Warmup(lr, cfg.warmup_steps, cfg.learning_rate)
+    return lr
+
+
+class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to the schedule's value over ``steps`` steps."""
+
+    def __init__(self, after, steps, peak):
+        self.after, self.steps, self.peak = after, steps, peak
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        after = self.after(step) if callable(self.after) else tf.constant(self.after, tf.float32)
+        return tf.where(step < self.steps, self.peak * (step + 1) / self.steps, after)
+
+    def get_config(self):
+        return {"steps": self.steps, "peak": self.peak}
+
+
+def make_optimizer(cfg: train_config.OptimizerConfig):
+    cls = {"adam": keras.optimizers.legacy.Adam, "rmsprop": keras.optimizers.legacy.RMSprop,
+           "adagrad": keras.optimizers.legacy.Adagrad,
+           "sgd": keras.optimizers.legacy.SGD}[cfg.name]
+    kwargs = {"learning_rate": _schedule(cfg)}
+    if cfg.clipnorm:
+        kwargs["clipnorm"] = cfg.clipnorm
+    return cls(**kwargs)
+
+
+def split_optimizer(built: base.BuiltModel, cfg: train_config.TrainingConfig,
+                    dense_gradients: bool = False):
+    """Embedding tables -> embedding optimizer, everything else -> dense optimizer.
+
+    With ``dense_gradients`` (used under XLA) the embedding gradients are applied
+    as dense tensors: XLA cannot compile TensorFlow's sparse optimizer kernels
+    (e.g. ResourceSparseApplyAdagradV2), so every table row is updated each step.
+    That costs O(table size) per step, which is why ``jit_compile: auto`` keeps
+    XLA off for models with large tables (`XLA_MAX_EMBEDDING_PARAMS`).
+    """
+    import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
+
+    model = built.model
+    emb = base.embedding_weights(model)
+    emb_refs = {v.ref() for v in emb}
+    dense_opt = make_optimizer(cfg.dense_optimizer)
+    if not emb:
+        return dense_opt
+    cls = _DenseGradientComposite if dense_gradients else tfrs.experimental.optimizers.CompositeOptimizer
+    return cls([
+        (make_optimizer(cfg.embedding_optimizer), lambda: base.embedding_weights(model)),
+        (dense_opt, lambda: [v for v in model.trainable_variables if v.ref() not in emb_refs]),
+    ])
+
+
+def _dense_gradient_composite():
+    import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
+
+    class DenseGradientComposite(tfrs.experimental.optimizers.CompositeOptimizer):
+        """CompositeOptimizer that densifies IndexedSlices gradients (for XLA)."""
+
+        def apply_gradients(self, grads_and_vars, name=None,
+                            experimental_aggregate_gradients=True):
+            grads_and_vars = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices)
+                               else g, v) for g, v in grads_and_vars]
+            return super().apply_gradients(grads_and_vars, name,
+                                           experimental_aggregate_gradients)
+
+    return DenseGradientComposite
+
+
+def _DenseGradientComposite(optimizers_and_vars):  # pylint: disable=invalid-name
+    return _dense_gradient_composite()(optimizers_and_vars)
+
+
+# -- the run -----------------------------------------------------------------------
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.bad_step = None
+        self.last_finite = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        if math.isfinite(float(loss)):
+            self.last_finite = float(loss)
+        elif self.bad_step is None:
+            self.bad_step = batch
+            self.model.stop_training = True
+
+    def check(self, lr: float) -> None:
+        if self.bad_step is not None:
+            raise TrainingError(
+                f"training loss became NaN/inf at step {self.bad_step + 1} of epoch "
+                f"{self.epoch + 1} (last finite loss: {self.last_finite}); training stopped. "
+                f"Lower training.dense_optimizer.learning_rate (now {lr}) or "
+                f"training.embedding_optimizer.learning_rate, or check the inputs for "
+                f"extreme values.")
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """Everything ``model.fit`` needs, plus ``finish()`` to write the results."""
+    built: base.BuiltModel
+    model: keras.Model            # what is compiled and fitted (core under XLA)
+    config: experiment.ExperimentConfig
+    training: train_config.TrainingConfig
+    spec: spec_lib.FeatureSpec
+    strategy: tf.distribute.Strategy
+    model_dir: str
+    jit_compile: bool
+    train_data: Any
+    validation_data: Any
+    epochs: int
+    steps_per_epoch: Optional[int]
+    validation_steps: Optional[int]
+    callbacks: List[keras.callbacks.Callback]
+    nan_guard: NaNGuard
+    started: float = dataclasses.field(default_factory=time.time)
+
+    def fit(self, verbose="auto"):
+        history = self.model.fit(
+            self.train_data, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
+            validation_data=self.validation_data, validation_steps=self.validation_steps,
+            callbacks=self.callbacks, verbose=verbose)
+        self.nan_guard.check(self.training.dense_optimizer.learning_rate)
+        return history
+
+    def finish(self, history=None) -> Dict[str, Any]:
+        """Saves the final weights and ``train_summary.json`` (chief only; other
+        workers save into a temporary directory, as tf.distribute requires every
+        worker to take part in saving)."""
+        summary = {
+            "model": self.config.model, "strategy": type(self.strategy).__name__,
+            "replicas": self.strategy.num_replicas_in_sync, "jit_compile": self.jit_compile,
+            "seconds": round(time.time() - self.started, 1),
+            "history": {k: [float(x) for x in v] for k, v in (history.history.items()
+                                                               if history else [])},
+        }
+        if is_chief(self.strategy):
+            model_dir_lib.save_final_weights(self.model_dir, self.built.model)
+            tfrecord.atomic_write_text(model_dir_lib.path(self.model_dir, model_dir_lib.SUMMARY),
+                                       json.dumps(summary, indent=2) + "\n")
+        else:
+            tmp = tempfile.mkdtemp(prefix="tfmdl-worker-")
+            try:
+                self.built.model.save_weights(os.path.join(tmp, "final"))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return summary
+
+
+def _records(files: Sequence[str]) -> Optional[int]:
+    return tfrecord.expected_records(list(files))
+
+
+def prepare(config, data_dir: str, model_dir: str, *,
+            strategy: Optional[tf.distribute.Strategy] = None,
+            overrides: Sequence[str] = ()) -> TrainingRun:
+    """Builds, compiles and wires everything for ``model.fit`` (module docstring).
+
+    Args:
+      config: a config path or mapping (model, params, training).
+      data_dir: a directory with spec.yaml and train-*/eval-* shards.
+      model_dir: where checkpoints, logs, the resolved config and weights go.
+      strategy: a tf.distribute strategy (default: the default strategy).
+      overrides: ``key.path=value`` strings (``--set``).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    exp = experiment.load_config(config, overrides)
+    where = exp.source or "config"
+    try:
+        tcfg = config_lib.dataclass_from_dict(train_config.TrainingConfig,
+                                              exp.raw.get("training") or {}, "training")
+    except config_lib.ConfigError as exc:
+        raise config_lib.ConfigError(f"{where}: {exc}") from None
+    spec = spec_lib.load_spec(data_dir)
+    for task in tcfg.loss_weights:
+        if task not in spec.task_names:
+            raise config_lib.ConfigError(
+                f"{where}: training.loss_weights.{task}: no task {task!r} in the spec."
+                f"{config_lib.suggest(task, spec.task_names)}")
+    train_files = reader.resolve_files(data_dir, "train")
+    eval_files = None
+    if tcfg.validate:
+        try:
+            eval_files = reader.resolve_files(data_dir, "eval")
+        except reader.DataError:
+            eval_files = None
+    ps = is_parameter_server(strategy)
+    if tcfg.mixed_precision != "off":
+        keras.mixed_precision.set_global_policy(tcfg.mixed_precision)
+
+    with strategy.scope():
+        built = experiment.from_config(exp, spec)
+        emb_params = sum(int(v.shape.num_elements()) for v in base.embedding_weights(built.model))
+        jit = resolve_jit(tcfg.jit_compile, strategy, emb_params)
+        model = built.core if jit else built.model
+        model.compile(
+            optimizer=split_optimizer(built, tcfg, dense_gradients=jit),
+            loss={t: keras.losses.BinaryCrossentropy(name=f"{t}_bce") for t in spec.task_names},
+            loss_weights={t: float(tcfg.loss_weights.get(t, 1.0)) for t in spec.task_names},
+            weighted_metrics={t: [keras.metrics.AUC(name="auc", num_thresholds=1000)]
+                              for t in spec.task_names},
+            jit_compile=jit, steps_per_execution=tcfg.steps_per_execution)
+
+    lookup = built.lookup
+
+    def dataset(split, files, ctx=None, training=True):
+        ds = reader.make_dataset(
+            spec, files, tcfg.batch_size, shuffle=training, seed=tcfg.seed,
+            shuffle_buffer=tcfg.shuffle_buffer, repeat=True if (training and (ps or tcfg.steps))
+            else False, drop_remainder=jit, input_context=ctx)
+        if jit:
+            ds = ds.map(lambda f, l, w: (lookup(f), l, w), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds
+
+    n_train = _records(train_files)
+    steps_per_epoch = None
+    if tcfg.steps:
+        steps_per_epoch = max(math.ceil(tcfg.steps / tcfg.epochs), 1)
+    elif ps:
+        if n_train is None:
+            raise TrainingError("parameter-server training needs training.steps (or shards with "
+                                "a manifest.json giving their record counts).")
+        steps_per_epoch = max(n_train // tcfg.batch_size, 1)
+    if ps:
+        train_data = keras.utils.experimental.DatasetCreator(
+            lambda ctx: dataset("train", train_files, ctx))
+    else:
+        train_data = dataset("train", train_files)
+    validation_data = None
+    if eval_files and not ps:
+        validation_data = dataset("eval", eval_files, training=False)
+
+    tf.io.gfile.makedirs(model_dir)
+    resolved = exp.to_dict()
+    resolved["training"] = config_lib.to_dict(tcfg)
+    if is_chief(strategy):
+        model_dir_lib.write_config_and_spec(model_dir, experiment.load_config(resolved), spec)
+    nan_guard = NaNGuard()
+    callbacks: List[keras.callbacks.Callback] = [nan_guard]
+    if not ps:
+        callbacks.append(keras.callbacks.BackupAndRestore(
+            model_dir_lib.path(model_dir, model_dir_lib.BACKUP),
+            save_freq=tcfg.backup_every_steps, delete_checkpoint=True))
+    callbacks.append(keras.callbacks.ModelCheckpoint(
+        os.path.join(model_dir_lib.path(model_dir, model_dir_lib.CHECKPOINTS),
+                     "ckpt-{epoch:03d}"),
+        save_weights_only=True,
+        save_freq=tcfg.checkpoint_every_steps or "epoch"))
+    callbacks.append(keras.callbacks.TensorBoard(model_dir_lib.path(model_dir, model_dir_lib.LOGS),
+                                                 update_freq=tcfg.log_every_steps))
+    es = tcfg.early_stopping
+    if es.metric:
+        names = ["loss"] + [f"{t}_{m}" for t in spec.task_names for m in ("loss", "auc")]
+        names += [f"val_{n}" for n in names]
+        if es.metric not in names:
+            raise config_lib.ConfigError(
+                f"{where}: training.early_stopping.metric: {es.metric!r} is not a metric of "
+                f"this run.{config_lib.suggest(es.metric, names)}")
+        if es.metric.startswith("val_") and validation_data is None:
+            raise config_lib.ConfigError(
+                f"{where}: training.early_stopping.metric={es.metric} needs validation "
+                f"(an eval split and training.validate: true).")
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=es.metric, patience=es.patience, mode=es.mode, restore_best_weights=True))
+    return TrainingRun(
+        built=built, model=model, config=experiment.load_config(resolved), training=tcfg,
+        spec=spec, strategy=strategy, model_dir=model_dir, jit_compile=jit,
+        train_data=train_data, validation_data=validation_data, epochs=tcfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=tcfg.validation_steps or None, callbacks=callbacks,
+        nan_guard=nan_guard)
