@@ -220,6 +220,8 @@ def test_compare_trained_beats_untrained(feed_model, feed_untrained, feed_dir):
     assert cell["auc_a"] > cell["auc_b"]
     assert cell["delta"] > 0 and 0 < cell["low"] <= cell["delta"] <= cell["high"]
     assert cell["p_value"] < 0.05 and cell["count"] == 2000
+    p = evaluation.predict(feed_model[1], feed_model[2], feed_dir)
+    assert cell["positives"] == int(p.labels[:, p.task_names.index("finish")].sum())
     report = evaluation.evaluate(feed_model[0], feed_dir)
     assert cell["auc_a"] == pytest.approx(report["metrics"]["overall"]["finish"]["auc"])
 

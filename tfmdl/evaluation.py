@@ -386,7 +386,9 @@ def compare(model_dir_a: str, model_dir_b: str, data_dir: str, split: str = "eva
     Returns:
       JSON-safe ``{"a", "b", "data", "split", "rows", "n_boot", "seed", "alpha",
       "resampled", "table": {slice: {task: {auc_a, auc_b, delta, low, high,
-      p_value, n_valid, count}}}}``.
+      p_value, n_valid, count, positives}}}}``. With few positives in a cell the
+      interval is degenerate (replicates without a positive are dropped); the
+      markdown shows the positives next to the interval for that reason.
     """
     from tfmdl.training import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
 
@@ -429,7 +431,8 @@ def _compare_predictions(pa: Predictions, pb: Predictions, n_boot: int, seed: in
             table[slice_name][task] = {
                 "auc_a": res.auc_a, "auc_b": res.auc_b, "delta": res.delta, "low": res.low,
                 "high": res.high, "p_value": res.p_value, "n_valid": res.n_valid,
-                "count": int(np.count_nonzero(metrics.valid_mask(y, rows)))}
+                "count": int(np.count_nonzero(metrics.valid_mask(y, rows))),
+                "positives": int(np.count_nonzero(metrics.valid_mask(y, rows) & (y == 1)))}
     out = dict(extra)
     out.update(rows=pa.num_rows, n_boot=n_boot, seed=seed, alpha=alpha, resampled=resampled,
                tasks=pa.task_names, scenarios=pa.scenario_names, table=table)
@@ -449,15 +452,17 @@ def format_compare_markdown(result: Mapping) -> str:
              f"- {level}% paired-bootstrap intervals of delta = AUC(a) - AUC(b), "
              f"{result['n_boot']} replicates resampling {result['resampled']}, "
              f"seed {result['seed']}", "",
-             f"| slice | task | AUC a | AUC b | delta | {level}% interval | p | rows |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"| slice | task | AUC a | AUC b | delta | {level}% interval | p | rows | "
+             f"positives |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for slice_name, per_task in result["table"].items():
         for task, cell in per_task.items():
             interval = (f"[{_num(cell['low'], '{:+.4f}')}, {_num(cell['high'], '{:+.4f}')}]"
                         if cell["low"] is not None else "n/a")
             lines.append(f"| {slice_name} | {task} | {_num(cell['auc_a'])} | "
                          f"{_num(cell['auc_b'])} | {_num(cell['delta'], '{:+.4f}')} | "
-                         f"{interval} | {_num(cell['p_value'], '{:.3f}')} | {cell['count']} |")
+                         f"{interval} | {_num(cell['p_value'], '{:.3f}')} | {cell['count']} | "
+                         f"{cell['positives']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -172,7 +172,7 @@ class _MDLCore:
             heads = per_token_ffn.PerTokenDense(S, name="scenario_task_heads")(u)  # [B, K, S]
             count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)   # [B, 1]
             return tf.einsum("bks,bs->bk", heads, mask) / count
-        return per_token_ffn.PerTokenDense(1, name="task_logits")(u)[..., 0]
+        return per_token_ffn.PerTokenDense(1, name="task_logits")(u)[:, :, 0]
 
 
 def _token_inputs(shared, per_token):

@@ -244,35 +244,69 @@ def _DenseGradientComposite(optimizers_and_vars):  # pylint: disable=invalid-nam
 # -- the run -----------------------------------------------------------------------
 
 class NaNGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where."""
+    """Stops training at the first non-finite loss and remembers where.
 
-    def __init__(self):
+    With ``per_batch=False`` (parameter-server training, where Keras accepts only
+    epoch-level callbacks and batch logs are remote values) the loss is checked at
+    the end of each epoch instead.
+    """
+
+    def __init__(self, per_batch: bool = True):
         super().__init__()
+        self.per_batch = per_batch
         self.epoch = 0
         self.bad_step = None
         self.last_finite = None
+
+    def _implements_train_batch_hooks(self):
+        return self.per_batch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.per_batch:
+            self._check_loss(logs, batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.per_batch:
+            self._check_loss(logs, None)
+
+    def _check_loss(self, logs, batch):
         loss = (logs or {}).get("loss")
         if loss is None:
             return
         if math.isfinite(float(loss)):
             self.last_finite = float(loss)
         elif self.bad_step is None:
-            self.bad_step = batch
+            self.bad_step = batch if batch is not None else -1
             self.model.stop_training = True
 
     def check(self, lr: float) -> None:
         if self.bad_step is not None:
+            where = (f"at step {self.bad_step + 1} of epoch {self.epoch + 1}"
+                     if self.bad_step >= 0 else f"in epoch {self.epoch + 1}")
             raise TrainingError(
-                f"training loss became NaN/inf at step {self.bad_step + 1} of epoch "
-                f"{self.epoch + 1} (last finite loss: {self.last_finite}); training stopped. "
+                f"training loss became NaN/inf {where} "
+                f"(last finite loss: {self.last_finite}); training stopped. "
                 f"Lower training.dense_optimizer.learning_rate (now {lr}) or "
                 f"training.embedding_optimizer.learning_rate, or check the inputs for "
                 f"extreme values.")
+
+
+class ResumeLogger(keras.callbacks.Callback):
+    """Says where a run resumed from (BackupAndRestore restores before it runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.resumed_step = 0
+
+    def on_train_begin(self, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step > 0:
+            self.resumed_step = step
+            print(f"resumed from step {step} (BackupAndRestore state in the model dir)",
+                  flush=True)
 
 
 @dataclasses.dataclass
@@ -344,6 +378,8 @@ def prepare(config, data_dir: str, model_dir: str, *,
       overrides: ``key.path=value`` strings (``--set``).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    if not tf.io.gfile.isdir(data_dir):
+        raise reader.DataError(f"data directory {data_dir} does not exist.")
     exp = experiment.load_config(config, overrides)
     where = exp.source or "config"
     try:
@@ -415,12 +451,13 @@ def prepare(config, data_dir: str, model_dir: str, *,
     resolved["training"] = config_lib.to_dict(tcfg)
     if is_chief(strategy):
         model_dir_lib.write_config_and_spec(model_dir, experiment.load_config(resolved), spec)
-    nan_guard = NaNGuard()
+    nan_guard = NaNGuard(per_batch=not ps)
     callbacks: List[keras.callbacks.Callback] = [nan_guard]
     if not ps:
         callbacks.append(keras.callbacks.BackupAndRestore(
             model_dir_lib.path(model_dir, model_dir_lib.BACKUP),
             save_freq=tcfg.backup_every_steps, delete_checkpoint=True))
+        callbacks.append(ResumeLogger())
     callbacks.append(keras.callbacks.ModelCheckpoint(
         os.path.join(model_dir_lib.path(model_dir, model_dir_lib.CHECKPOINTS),
                      "ckpt-{epoch:03d}"),

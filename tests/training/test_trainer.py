@@ -1,0 +1,231 @@
+"""Training: the Python API (plain model.fit) and the tfmdl train command."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+import yaml
+
+from tfmdl import models
+from tfmdl.models import registry
+from tfmdl.pipelines import example_codec as codec
+from tfmdl.pipelines import reader
+from tfmdl.pipelines import spec as spec_lib
+from tfmdl.pipelines import tfrecord
+from tfmdl.training import model_dir as model_dir_lib
+from tfmdl.training import trainer
+
+SMALL = {"layers": 1, "width": 48, "heads": 4, "ffn_mult": 1}
+
+
+def _config(tmp_path, **training):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"model": "mdl", "params": SMALL,
+                                    "training": {"batch_size": 256, **training}}))
+    return str(path)
+
+
+def run_cli(*args, check=True, timeout=600):
+    out = subprocess.run([sys.executable, "-m", "tfmdl.cli.main"] + list(args),
+                         capture_output=True, text=True, timeout=timeout,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if check and out.returncode != 0:
+        raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr[-3000:]}")
+    return out
+
+
+def test_python_api_with_plain_model_fit(feed_dir, tmp_path):
+    m = str(tmp_path / "m")
+    run = trainer.prepare(_config(tmp_path, epochs=2, jit_compile="off"), feed_dir, m)
+    assert not run.jit_compile and run.model is run.built.model
+    history = run.model.fit(run.train_data, epochs=run.epochs,
+                            validation_data=run.validation_data, callbacks=run.callbacks,
+                            verbose=0)
+    run.finish(history)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert "val_finish_auc" in history.history
+    for name in ("config.yaml", "spec.yaml", "train_summary.json", "weights/final.index"):
+        assert os.path.exists(os.path.join(m, name)), name
+    resolved = yaml.safe_load(open(os.path.join(m, "config.yaml")))
+    assert resolved["params"]["width"] == 48 and resolved["training"]["epochs"] == 2
+    assert resolved["training"]["embedding_optimizer"]["name"] == "adagrad"
+    loaded, _ = model_dir_lib.load_trained(m)
+    f, _, _ = next(iter(reader.make_dataset(run.spec, feed_dir, 64, split="eval",
+                                            shuffle=False)))
+    np.testing.assert_allclose(loaded.model(f)["like"].numpy(),
+                               run.built.model(f)["like"].numpy(), rtol=1e-5)
+
+
+def test_split_optimizer_puts_tables_on_adagrad(feed_dir, tmp_path):
+    run = trainer.prepare(_config(tmp_path, steps=2, jit_compile="off"), feed_dir,
+                          str(tmp_path / "m"))
+    opt = run.model.optimizer
+    emb_opt, dense_opt = opt.optimizers
+    assert isinstance(emb_opt, keras.optimizers.legacy.Adagrad)
+    assert isinstance(dense_opt, keras.optimizers.legacy.Adam)
+    run.model.fit(run.train_data, epochs=1, steps_per_epoch=2, verbose=0)
+    emb_slots = {v.name for v in emb_opt.weights}
+    dense_slots = {v.name for v in dense_opt.weights}
+    assert any("embedding_user_id" in n for n in emb_slots)
+    assert not any("embedding_" in n for n in dense_slots)
+    assert any("kernel" in n for n in dense_slots)
+
+
+def test_loss_weights_scale_the_total_loss(feed_dir, tmp_path):
+    weights = {"like": 3.0, "finish": 0.5}
+    run = trainer.prepare(_config(tmp_path, steps=3, jit_compile="off", loss_weights=weights,
+                                  validate=False), feed_dir, str(tmp_path / "m"))
+    h = run.model.fit(run.train_data, epochs=1, steps_per_epoch=3, verbose=0).history
+    total = sum(weights.get(t, 1.0) * h[f"{t}_loss"][0] for t in run.spec.task_names)
+    assert h["loss"][0] == pytest.approx(total, rel=1e-3)
+
+
+def test_mixed_bfloat16_keeps_float32_outputs(feed_dir, tmp_path):
+    try:
+        run = trainer.prepare(_config(tmp_path, steps=2, jit_compile="off",
+                                      mixed_precision="mixed_bfloat16", validate=False),
+                              feed_dir, str(tmp_path / "m"))
+        h = run.model.fit(run.train_data, epochs=1, steps_per_epoch=2, verbose=0).history
+        assert np.isfinite(h["loss"]).all()
+        f, _, _ = next(iter(reader.make_dataset(run.spec, feed_dir, 8, split="eval")))
+        out = run.built.model(f)
+        assert all(out[t].dtype == tf.float32 for t in run.spec.task_names)
+        dense = [l for l in run.built.core.layers if l.name == "feature_tokenizer"][0]
+        assert dense.compute_dtype == "bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_registered_model_trains_under_xla(feed_dir, tmp_path, name):
+    spec = spec_lib.load_spec(feed_dir)
+    built = models.build(name, spec)
+    cfg = trainer.train_config.TrainingConfig(steps=2)
+    built.core.compile(optimizer=trainer.split_optimizer(built, cfg, dense_gradients=True),
+                       loss={t: "binary_crossentropy" for t in spec.task_names},
+                       jit_compile=True)
+    ds = reader.make_dataset(spec, feed_dir, 128, split="train", seed=0, drop_remainder=True)
+    ds = ds.map(lambda f, l, w: (built.lookup(f), l, w))
+    h = built.core.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
+    assert np.isfinite(h.history["loss"]).all()
+
+
+def test_jit_auto_rules(two_cpus, mirrored):
+    default = tf.distribute.get_strategy()
+    assert trainer.resolve_jit("auto", default) is True
+    assert trainer.resolve_jit("auto", default, embedding_params=10**9) is False
+    assert trainer.resolve_jit("off", default) is False
+    assert trainer.resolve_jit("auto", mirrored) is False
+    with pytest.raises(trainer.TrainingError, match="MirroredStrategy over logical CPU"):
+        trainer.resolve_jit("on", mirrored)
+
+
+def test_config_errors_name_the_key(feed_dir, tmp_path):
+    cfg = _config(tmp_path)
+    with pytest.raises(ValueError, match=r"training\.batchsize: unknown key\. Did you mean 'batch_size'"):
+        trainer.prepare(cfg, feed_dir, str(tmp_path / "m"), overrides=["training.batchsize=3"])
+    with pytest.raises(ValueError, match=r"training\.loss_weights\.lke: no task 'lke' in the spec\. Did you mean 'like'"):
+        trainer.prepare(cfg, feed_dir, str(tmp_path / "m"), overrides=["training.loss_weights={lke: 2}"])
+    with pytest.raises(ValueError, match=r"early_stopping\.metric: 'val_like_acu' is not a metric of this run\. Did you mean 'val_like_auc'"):
+        trainer.prepare(cfg, feed_dir, str(tmp_path / "m"),
+                        overrides=["training.early_stopping.metric=val_like_acu"])
+    with pytest.raises(ValueError, match="'rankmix' is not a registered model"):
+        trainer.prepare(cfg, feed_dir, str(tmp_path / "m"), overrides=["model=rankmix"])
+    with pytest.raises(reader.DataError, match=f"{tmp_path}/nodata"):
+        trainer.prepare(cfg, str(tmp_path / "nodata"), str(tmp_path / "m"))
+
+
+def _bad_data(tmp_path, feed_dir, **columns):
+    """A copy of the feed spec with a few hand-written examples."""
+    spec = spec_lib.load_spec(feed_dir)
+    d = tmp_path / "bad"
+    d.mkdir()
+    spec_lib.save_spec(spec, str(d / "spec.yaml"))
+    n = 64
+    cols = {"scenario_id": codec.Column("int64", np.arange(n) % 2)}
+    for f in spec.features:
+        if f.type == "sequence":
+            cols[f.name] = codec.Column("int64", np.ones((n, 2), np.int64))
+        elif f.type == "numeric":
+            cols[f.name] = codec.Column("float32", np.zeros(n, np.float32))
+        else:
+            cols[f.name] = codec.Column("int64", np.arange(n) % 3)
+    for t in spec.tasks:
+        cols[t.label] = codec.Column("int64", np.arange(n) % 2)
+    cols.update(columns)
+    with tfrecord.ShardedWriter(str(d), "train") as w:
+        w.write(codec.encode_examples(cols, n))
+    return str(d)
+
+
+def test_nan_loss_stops_with_a_clear_message(feed_dir, tmp_path):
+    n = 64
+    data = _bad_data(tmp_path, feed_dir, user_activity=codec.Column(
+        "float32", np.full(n, np.nan, np.float32)))
+    run = trainer.prepare(_config(tmp_path, epochs=1, jit_compile="off", validate=False,
+                                  batch_size=32), data, str(tmp_path / "m"))
+    with pytest.raises(trainer.TrainingError,
+                       match=r"loss became NaN/inf at step 1 of epoch 1 .*check the inputs"):
+        run.fit(verbose=0)
+    assert not model_dir_lib.has_final_weights(str(tmp_path / "m"))
+
+
+@pytest.mark.slow
+def test_cli_bad_labels_and_missing_data_are_named(feed_dir, tmp_path):
+    data = _bad_data(tmp_path, feed_dir, label_like=codec.Column("int64", np.full(64, 2)))
+    cfg = _config(tmp_path, epochs=1, jit_compile="off", validate=False)
+    out = run_cli("train", f"--config={cfg}", f"--data={data}", f"--model_dir={tmp_path}/m",
+                  check=False)
+    assert out.returncode == 2
+    assert "label_like of task like must be 0, 1 or -1" in out.stderr
+    out = run_cli("train", f"--config={cfg}", f"--data={tmp_path}/none", f"--model_dir={tmp_path}/m",
+                  check=False)
+    assert out.returncode == 2 and f"{tmp_path}/none" in out.stderr
+    out = run_cli("train", f"--config={cfg}", f"--data={feed_dir}", f"--model_dir={tmp_path}/m",
+                  "--set", "params.widht=3", check=False)
+    assert out.returncode == 2 and "Did you mean 'width'" in out.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_backup(feed_dir, tmp_path):
+    m = str(tmp_path / "m")
+    cfg = _config(tmp_path, steps=400, epochs=1, jit_compile="off", validate=False,
+                  backup_every_steps=25)
+    args = [sys.executable, "-m", "tfmdl.cli.main", "train", f"--config={cfg}",
+            f"--data={feed_dir}", f"--model_dir={m}", "--verbose=0"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    backup = os.path.join(m, "backup")
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            saved = [f for f in (os.listdir(backup) if os.path.isdir(backup) else [])
+                     if f.endswith(".index") or f == "chief"]
+            if saved and proc.poll() is None:
+                time.sleep(1.0)  # let at least one more step run past the save
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no backup was written in time")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not model_dir_lib.has_final_weights(m)
+    out = run_cli("train", f"--config={cfg}", f"--data={feed_dir}", f"--model_dir={m}",
+                  "--verbose=0")
+    assert "resumed from step" in out.stdout, out.stdout
+    step = int(out.stdout.split("resumed from step ")[1].split()[0])
+    assert 25 <= step < 400 and step % 25 == 0
+    assert model_dir_lib.has_final_weights(m)
+    built, _ = model_dir_lib.load_trained(m)
+    assert built.model is not None
+    assert not os.path.exists(backup) or not os.listdir(backup)  # cleaned after finishing
