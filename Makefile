@@ -23,6 +23,9 @@ demo: $(STAMP)
 	$(BIN)/tfmdl data synth --preset=feed --train=200000 --eval=50000 --seed=0 \
 	    --out=$(DEMO_DIR)/feed --reuse --overwrite
 	$(BIN)/tfmdl benchmark pipeline --data=$(DEMO_DIR)/feed --batch_size=1024
+	$(BIN)/tfmdl train --config=configs/mdl_feed.yaml --data=$(DEMO_DIR)/feed \
+	    --model_dir=$(DEMO_DIR)/mdl_feed --epochs=1 --verbose=2
+	$(BIN)/tfmdl evaluate --model_dir=$(DEMO_DIR)/mdl_feed --data=$(DEMO_DIR)/feed
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=900 tests
