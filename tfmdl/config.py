@@ -53,6 +53,8 @@ def _check_value(value: Any, annotation: Any, path: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}.")
     if origin is typing.Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            value = "on" if value else "off"  # YAML 1.1 reads on/off as booleans
         if value not in args:
             raise ConfigError(f"{path}: expected one of {', '.join(map(str, args))}, got "
                               f"{value!r}.{suggest(str(value), [str(a) for a in args])}")

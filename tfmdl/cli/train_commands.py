@@ -86,7 +86,10 @@ def _first_line(message: str) -> str:
     for marker in ("assertion failed: ", "Feature: "):
         if marker in message:
             return message[message.index(marker):].split("\n")[0]
-    return message.strip().split("\n")[0]
+    lines = [l.strip() for l in message.strip().split("\n")
+             if l.strip() and not l.strip().startswith(("[[", "File ", "Graph execution"))
+             and "Traceback" not in l]
+    return lines[-1] if lines else message.strip()
 
 
 COMMANDS = [Train()]

@@ -22,7 +22,8 @@ lets one ``parse_example`` call handle a whole batch.
 Under tf.distribute, pass the `tf.distribute.InputContext` from
 ``distribute_datasets_from_function``: files are sharded per input pipeline and
 the batch size becomes the per-replica one. Datasets distributed with
-``experimental_distribute_dataset`` use file-based auto-sharding.
+``experimental_distribute_dataset`` auto-shard by file (by record when there
+are fewer files than workers).
 
 Corrupt data: TensorFlow's DataLossError does not say which file failed;
 `diagnose_data_loss` (used by `iterate` and the CLI) re-reads the files to name
@@ -187,7 +188,8 @@ def make_dataset(spec: spec_lib.FeatureSpec,
                  ignore_errors: bool = False,
                  cycle_length: Optional[int] = None,
                  input_context: Optional[tf.distribute.InputContext] = None,
-                 compression: Optional[str] = "auto") -> tf.data.Dataset:
+                 compression: Optional[str] = "auto",
+                 num_workers: Optional[int] = None) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline described in the module docstring.
 
     Args:
@@ -214,6 +216,8 @@ def make_dataset(spec: spec_lib.FeatureSpec,
       cycle_length: files read in parallel (default: min(#files, 8)).
       input_context: tf.distribute input context for per-pipeline sharding.
       compression: "auto" (GZIP for ``*.gz``), None or "GZIP".
+      num_workers: workers of a multi-worker strategy; with fewer files than
+        workers, auto-sharding splits records instead of files.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -267,7 +271,8 @@ def make_dataset(spec: spec_lib.FeatureSpec,
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE)
+        tf.data.experimental.AutoShardPolicy.FILE if len(files) >= (num_workers or 1)
+        else tf.data.experimental.AutoShardPolicy.DATA)
     options.deterministic = deterministic
     return ds.with_options(options)
 

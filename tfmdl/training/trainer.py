@@ -42,6 +42,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl import config as config_lib
+from tfmdl.layers import inputs as inputs_lib
 from tfmdl.models import base
 from tfmdl.models import experiment
 from tfmdl.pipelines import reader
@@ -117,8 +118,28 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         resolver, variable_partitioner=partitioner)
 
 
+def _num_workers() -> int:
+    cluster = (_tf_config() or {}).get("cluster", {})
+    return max(len(cluster.get("worker", [])) + len(cluster.get("chief", [])), 1)
+
+
 def is_parameter_server(strategy) -> bool:
     return isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+
+
+def embedding_shards(model: keras.Model) -> Dict[str, List[Dict[str, Any]]]:
+    """Where each embedding table lives: ``{table: [{"rows": n, "device": d}, ...]}``,
+    one entry per shard (several when the parameter-server partitioner split it).
+    Checkpoints store a partitioned table as one full tensor, so this is the record
+    of the partitioning (``train_summary.json``)."""
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for layer in model.submodules:
+        if isinstance(layer, inputs_lib.FeatureEmbedding):
+            for name, table in layer.tables.items():
+                sharded = isinstance(table, tf.__internal__.distribute.ShardedVariable)
+                parts = table.variables if sharded else [table]
+                out[name] = [{"rows": int(v.shape[0]), "device": v.device} for v in parts]
+    return out
 
 
 def is_chief(strategy) -> bool:
@@ -348,6 +369,8 @@ class TrainingRun:
             "history": {k: [float(x) for x in v] for k, v in (history.history.items()
                                                                if history else [])},
         }
+        if is_parameter_server(self.strategy):
+            summary["embedding_shards"] = embedding_shards(self.built.model)
         if is_chief(self.strategy):
             model_dir_lib.save_final_weights(self.model_dir, self.built.model)
             tfrecord.atomic_write_text(model_dir_lib.path(self.model_dir, model_dir_lib.SUMMARY),
@@ -358,6 +381,13 @@ class TrainingRun:
                 self.built.model.save_weights(os.path.join(tmp, "final"))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+            # BackupAndRestore's write directory for this worker outlives fit() (Keras
+            # deletes only the chief's backup on success): remove it.
+            task_id = getattr(getattr(self.strategy, "cluster_resolver", None), "task_id", None)
+            own = os.path.join(model_dir_lib.path(self.model_dir, model_dir_lib.BACKUP),
+                               f"workertemp_{task_id}")
+            if task_id is not None and tf.io.gfile.isdir(own):
+                tf.io.gfile.rmtree(own)
         return summary
 
 
@@ -401,6 +431,12 @@ def prepare(config, data_dir: str, model_dir: str, *,
         except reader.DataError:
             eval_files = None
     ps = is_parameter_server(strategy)
+    if ps and tcfg.checkpoint_every_steps:
+        raise config_lib.ConfigError(
+            f"{where}: training.checkpoint_every_steps is not supported with parameter-server "
+            f"training (Keras allows only epoch-level callbacks there); checkpoints are "
+            f"written per epoch, so shorten epochs instead (training.steps with more "
+            f"training.epochs).")
     if tcfg.mixed_precision != "off":
         keras.mixed_precision.set_global_policy(tcfg.mixed_precision)
 
@@ -423,7 +459,7 @@ def prepare(config, data_dir: str, model_dir: str, *,
         ds = reader.make_dataset(
             spec, files, tcfg.batch_size, shuffle=training, seed=tcfg.seed,
             shuffle_buffer=tcfg.shuffle_buffer, repeat=True if (training and (ps or tcfg.steps))
-            else False, drop_remainder=jit, input_context=ctx)
+            else False, drop_remainder=jit, input_context=ctx, num_workers=_num_workers())
         if jit:
             ds = ds.map(lambda f, l, w: (lookup(f), l, w), num_parallel_calls=tf.data.AUTOTUNE)
         return ds
