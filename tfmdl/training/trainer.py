@@ -323,11 +323,16 @@ class ResumeLogger(keras.callbacks.Callback):
         self.resumed_step = 0
 
     def on_train_begin(self, logs=None):
+        # BackupAndRestore's restored counters (the optimizer's step counter may be
+        # restored lazily, after this point)
+        state = getattr(self.model, "_training_state", None)
+        epoch = int(getattr(state, "_ckpt_saved_epoch", tf.constant(-1)).numpy()) if state else -1
+        batch = int(getattr(state, "_ckpt_saved_batch", tf.constant(-1)).numpy()) if state else -1
         step = int(self.model.optimizer.iterations.numpy())
-        if step > 0:
-            self.resumed_step = step
-            print(f"resumed from step {step} (BackupAndRestore state in the model dir)",
-                  flush=True)
+        if epoch >= 0 or batch >= 0 or step > 0:
+            self.resumed_step = step if step > 0 else (batch + 1 if batch >= 0 else 0)
+            print(f"resumed from step {self.resumed_step} (epoch {max(epoch, 0) + 1}; "
+                  f"BackupAndRestore state in the model dir)", flush=True)
 
 
 @dataclasses.dataclass
