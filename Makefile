@@ -26,6 +26,10 @@ demo: $(STAMP)
 	$(BIN)/tfmdl train --config=configs/mdl_feed.yaml --data=$(DEMO_DIR)/feed \
 	    --model_dir=$(DEMO_DIR)/mdl_feed --epochs=1 --verbose=2
 	$(BIN)/tfmdl evaluate --model_dir=$(DEMO_DIR)/mdl_feed --data=$(DEMO_DIR)/feed
+	$(BIN)/tfmdl export --model_dir=$(DEMO_DIR)/mdl_feed --export_base=$(DEMO_DIR)/export \
+	    --model_name=mdl_feed --data=$(DEMO_DIR)/feed
+	$(BIN)/tfmdl predict --export_dir=$(DEMO_DIR)/export/mdl_feed \
+	    --input=$(DEMO_DIR)/feed/eval-00000.tfrecord --limit=5
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=900 tests
