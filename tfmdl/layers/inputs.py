@@ -226,12 +226,16 @@ class FeatureEmbedding(keras.layers.Layer):
 
     def _embed(self, f: spec_lib.Feature, x: tf.Tensor, table: tf.Variable,
                out: Dict[str, tf.Tensor], key: str) -> None:
-        table = tf.cast(table, self.compute_dtype)
+        # look rows up first, then cast: casting the whole table every step (or, under
+        # parameter servers, assembling a partitioned table) would be O(table size)
+        def rows(ids):
+            return tf.cast(tf.nn.embedding_lookup(table, ids), self.compute_dtype)
+
         if f.type == spec_lib.CATEGORICAL:
-            out[key] = tf.gather(table, x)
+            out[key] = rows(x)
             return
         mask = tf.cast(x >= 0, self.compute_dtype)                   # [B, L]
-        emb = tf.gather(table, tf.maximum(x, 0)) * mask[..., None]   # [B, L, d]
+        emb = rows(tf.maximum(x, 0)) * mask[..., None]               # [B, L, d]
         if f.pooling == "none":
             out[key] = emb
             out[f"{key}/mask"] = mask
