@@ -172,15 +172,23 @@ class FeatureEmbedding(keras.layers.Layer):
     table (MDL's extra embeddings ``ê``, SPEC.md 1): its output is under
     ``"extra/<name>"``, same shape as the shared one.
 
+    With ``domain_features``, each listed categorical feature also gets a
+    domain-specific table keyed by (value, scenario) (PMTA's ``e_u^d, e_v^d``,
+    SPEC.md 3): ``S`` rows per value, row ``r·S + s``. Its output is under
+    ``"domain/<name>"``, ``[B, d]``; an instance in several scenarios
+    (multi-valued scenario field) gets the mean over its scenarios' rows. The
+    scenario field must then be among the inputs.
+
     Args:
       spec: the `FeatureSpec` (or its dict form).
       extra_features: features that get an extra embedding table.
+      domain_features: categorical features that get a (value, scenario) table.
       embeddings_initializer: initializer of every table.
       embeddings_regularizer: optional regularizer of every table.
     """
 
     def __init__(self, spec, extra_features=(), embeddings_initializer="glorot_uniform",
-                 embeddings_regularizer=None, **kwargs):
+                 embeddings_regularizer=None, domain_features=(), **kwargs):
         super().__init__(**kwargs)
         if isinstance(spec, Mapping):
             spec = spec_lib.FeatureSpec.from_dict(spec)
@@ -190,6 +198,12 @@ class FeatureEmbedding(keras.layers.Layer):
                 raise ValueError(f"extra_features: {name!r} is numeric; extra embeddings are "
                                  f"second lookups of categorical features.")
         self.extra_features = tuple(extra_features)
+        for name in domain_features:
+            if spec.feature(name).type != spec_lib.CATEGORICAL:
+                raise ValueError(f"domain_features: {name!r} is {spec.feature(name).type}; "
+                                 f"domain-specific embeddings are keyed by (value, scenario) "
+                                 f"of a categorical feature.")
+        self.domain_features = tuple(domain_features)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
         self.tables: Dict[str, tf.Variable] = {}
@@ -205,10 +219,14 @@ class FeatureEmbedding(keras.layers.Layer):
         owners += [dataclasses.replace(self.spec.feature(self.spec.feature(n).table_name),
                                                 name=f"extra/{n}")
                    for n in self.extra_features]
+        scenarios = self.spec.scenario.count
+        owners += [dataclasses.replace(self.spec.feature(self.spec.feature(n).table_name),
+                                       name=f"domain/{n}")
+                   for n in self.domain_features]
         for f in owners:
             if f.name in self.tables:
                 continue
-            rows = self._rows(f)
+            rows = self._rows(f) * (scenarios if f.name.startswith("domain/") else 1)
             self.tables[f.name] = self.add_weight(
                 name=f"embedding_{f.name.replace('/', '_')}", shape=(rows, f.embedding_dim),
                 # a fresh initializer per table: one instance would repeat its values
@@ -259,6 +277,31 @@ class FeatureEmbedding(keras.layers.Layer):
             if name in rows:
                 self._embed(self.spec.feature(name), rows[name], self.tables[f"extra/{name}"],
                             out, f"extra/{name}")
+        if self.domain_features:
+            out.update(self._domain(rows))
+        return out
+
+    def _domain(self, rows: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        scen = self.spec.scenario
+        if scen.feature not in rows:
+            raise ValueError(f"domain-specific embeddings need the scenario field "
+                             f"{scen.feature!r} among the inputs.")
+        S = scen.count
+        ids = tf.cast(rows[scen.feature], tf.int64)
+        out = {}
+        for name in self.domain_features:
+            table = self.tables[f"domain/{name}"]
+            value = tf.cast(rows[name], tf.int64)
+            if not scen.multi_valued:
+                out[f"domain/{name}"] = tf.cast(
+                    tf.nn.embedding_lookup(table, value * S + ids), self.compute_dtype)
+                continue
+            valid = ids >= 0                                              # [B, Ls]
+            keys = value[:, None] * S + tf.maximum(ids, 0)
+            mask = tf.cast(valid, self.compute_dtype)
+            emb = tf.cast(tf.nn.embedding_lookup(table, keys), self.compute_dtype)
+            count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+            out[f"domain/{name}"] = tf.reduce_sum(emb * mask[..., None], axis=1) / count
         return out
 
     def get_config(self):
@@ -266,6 +309,7 @@ class FeatureEmbedding(keras.layers.Layer):
         config.update(
             spec=self.spec.to_dict(),
             extra_features=list(self.extra_features),
+            domain_features=list(self.domain_features),
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
             embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer)
             if self.embeddings_regularizer else None)

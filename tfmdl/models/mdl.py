@@ -30,7 +30,7 @@ every layer whose scenario/task tokens use domain-aware attention.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Literal
+from typing import Dict, Literal
 
 import tensorflow as tf
 import tf_keras as keras
@@ -41,6 +41,7 @@ from tfmdl.layers import mdl_block
 from tfmdl.layers import per_token_ffn
 from tfmdl.layers import tokenization
 from tfmdl.models import base
+from tfmdl.models import common
 from tfmdl.models import registry
 from tfmdl.pipelines import spec as spec_lib
 
@@ -84,14 +85,8 @@ class MDLConfig:
         return "none" if self.no_task_tokens else self.task_interaction
 
 
-def _concat(tensors: List[tf.Tensor]) -> tf.Tensor:
-    flat = [tf.reshape(t, [-1, int(tf.TensorShape(t.shape[1:]).num_elements())])
-            for t in tensors]
-    return flat[0] if len(flat) == 1 else tf.concat(flat, axis=-1)
-
-
 def _features(emb: Dict[str, tf.Tensor], names) -> tf.Tensor:
-    return _concat([emb[n] for n in names]) if names else None
+    return common.concat([emb[n] for n in names]) if names else None
 
 
 class _MDLCore:
@@ -110,9 +105,9 @@ class _MDLCore:
         emb = inputs_lib.FeatureEmbedding(spec, extra_features=extra,
                                           name="feature_embedding")(inputs)
         groups = list(spec.semantic_groups.values())
-        group_inputs = [_concat([emb[n] for n in g]) for g in groups]
+        group_inputs = [common.concat([emb[n] for n in g]) for g in groups]
         x = tokenization.FeatureTokenizer([int(t.shape[-1]) for t in group_inputs], cfg.width,
-                                          name="feature_tokenizer")(_concat(group_inputs))
+                                          name="feature_tokenizer")(common.concat(group_inputs))
         shared = _features(emb, [f"extra/{n}" for n in extra])
         hidden = cfg.token_hidden or cfg.width
         names = list(spec.scenario.names)

@@ -11,6 +11,8 @@ A builder takes ``(spec, params)`` and returns a `BuiltModel`. Registering::
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from typing import Callable, Dict, List, Type
 
 from tfmdl import config as config_lib
@@ -43,9 +45,16 @@ def register(name: str, config_cls: Type, paper: str) -> Callable:
     return wrap
 
 
+# modules of tfmdl.models that hold no models; every other module registers its
+# models (calls `register`) when imported
+_NOT_MODELS = frozenset({"base", "common", "cost", "experiment", "registry"})
+
+
 def _load_all() -> None:
-    # importing the model modules registers them
-    from tfmdl.models import mdl  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import tfmdl.models as package  # pylint: disable=g-import-not-at-top
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and info.name not in _NOT_MODELS:
+            importlib.import_module(f"tfmdl.models.{info.name}")
 
 
 def get(name: str) -> ModelEntry:

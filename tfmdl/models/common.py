@@ -1,0 +1,150 @@
+"""What the zoo's models share on top of the input stage: feature vectors,
+backbones and task heads.
+
+Every model starts from ``base.core_inputs(spec)`` (looked-up features) and
+`embed` (one `FeatureEmbedding` layer named ``feature_embedding``). A
+*backbone* maps those embeddings to one representation ``h`` ``[B, D]``:
+
+* ``dnn``: ``h = MLP([e_1; …; e_F; m])`` — all feature embeddings (sequences
+  pooled, numerics as scalars) concatenated with the scenario multi-hot ``m``;
+  an empty ``backbone_hidden`` gives the concatenation itself (experts of MMoE
+  and friends then sit directly on the embeddings, as in the original papers).
+* ``rankmixer``: one token per semantic group (`FeatureTokenizer`), ``L``
+  `RankMixerBlock` s, mean over tokens, then ``[·; m]``.
+
+Models that "accept backbone=dnn|rankmixer" mix `BackboneParams` into their
+config and call `backbone`; its layers have fixed names (``backbone_mlp``,
+``backbone_tokenizer``, ``backbone_block_<l>``) so a PMTA model can warm-start
+from any of them. Task heads are `TaskTowers` named ``task_towers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterable, List, Literal, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from tfmdl.layers import dnn
+from tfmdl.layers import inputs as inputs_lib
+from tfmdl.layers import mixing
+from tfmdl.layers import tokenization
+from tfmdl.pipelines import spec as spec_lib
+
+BACKBONES = ("dnn", "rankmixer")
+
+
+def concat(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Flattens every tensor to ``[B, n]`` and concatenates along the last axis."""
+    flat = [tf.reshape(t, [-1, int(tf.TensorShape(t.shape[1:]).num_elements())])
+            for t in tensors]
+    return flat[0] if len(flat) == 1 else tf.concat(flat, axis=-1)
+
+
+def embed(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
+          extra_features: Iterable[str] = (), domain_features: Iterable[str] = (),
+          name: str = "feature_embedding") -> Dict[str, tf.Tensor]:
+    """Looks every feature up in the shared tables (see `FeatureEmbedding`)."""
+    return inputs_lib.FeatureEmbedding(spec, extra_features=tuple(extra_features),
+                                       domain_features=tuple(domain_features),
+                                       name=name)(inputs)
+
+
+def feature_names(spec: spec_lib.FeatureSpec) -> List[str]:
+    """The model features in spec order (what `feature_vector` concatenates)."""
+    return [f.name for f in spec.features]
+
+
+def feature_vector(spec: spec_lib.FeatureSpec, emb: Dict[str, tf.Tensor],
+                   names: Optional[Sequence[str]] = None) -> tf.Tensor:
+    """``[e_1; …; e_F]`` ``[B, Σ d_f]`` of ``names`` (default: every feature)."""
+    names = feature_names(spec) if names is None else list(names)
+    if not names:
+        raise ValueError("feature_vector: no features to concatenate.")
+    return concat([emb[n] for n in names])
+
+
+def scenario_multi_hot(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """The scenario field as ``[B, S]`` float multi-hot."""
+    return dnn.scenario_features(inputs[spec.scenario.feature], spec.scenario.count)
+
+
+def group_inputs(spec: spec_lib.FeatureSpec, emb: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+    """One ``[B, |g_i|]`` tensor per semantic group (what tokenizers take)."""
+    if not spec.semantic_groups:
+        raise ValueError("spec.semantic_groups is empty: token-based models (mdl, "
+                         "rankmixer) build one token per semantic group; declare "
+                         "semantic_groups in the spec.")
+    return [concat([emb[n] for n in g]) for g in spec.semantic_groups.values()]
+
+
+@dataclasses.dataclass
+class BackboneParams:
+    """Backbone fields mixed into the config of every model that takes one."""
+    backbone: Literal["dnn", "rankmixer"] = "dnn"
+    backbone_hidden: Tuple[int, ...] = (256, 128)   # dnn: MLP widths (empty: raw concat)
+    backbone_layers: int = 2                         # rankmixer: blocks
+    backbone_width: int = 96                         # rankmixer: token width
+    backbone_ffn_mult: int = 2                       # rankmixer: PFFN width multiple
+    backbone_mixing_heads: int = 0                   # rankmixer: 0 = number of tokens
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.backbone_layers < 1:
+            raise ValueError(f"backbone_layers must be >= 1, got {self.backbone_layers}.")
+        for key in ("backbone_width", "backbone_ffn_mult"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}.")
+        if any(u < 1 for u in self.backbone_hidden):
+            raise ValueError(f"backbone_hidden must hold positive widths, got "
+                             f"{list(self.backbone_hidden)}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+
+def backbone(spec: spec_lib.FeatureSpec, params: BackboneParams,
+             inputs: Dict[str, tf.Tensor], emb: Dict[str, tf.Tensor],
+             with_scenario: bool = True) -> tf.Tensor:
+    """The shared representation ``h`` ``[B, D]`` (module docstring)."""
+    scen = [scenario_multi_hot(spec, inputs)] if with_scenario else []
+    if params.backbone == "dnn":
+        x = concat([feature_vector(spec, emb)] + scen)
+        if not params.backbone_hidden:
+            return x
+        return dnn.MLP(list(params.backbone_hidden), dropout=params.dropout,
+                       name="backbone_mlp")(x)
+    groups = group_inputs(spec, emb)
+    x = tokenization.FeatureTokenizer([int(g.shape[-1]) for g in groups],
+                                      params.backbone_width,
+                                      name="backbone_tokenizer")(concat(groups))
+    for layer in range(params.backbone_layers):
+        x = mixing.RankMixerBlock(ffn_mult=params.backbone_ffn_mult, dropout=params.dropout,
+                                  mixing_heads=params.backbone_mixing_heads or None,
+                                  name=f"backbone_block_{layer}")(x)
+    pooled = tf.reduce_mean(x, axis=1)
+    return concat([pooled] + scen) if scen else pooled
+
+
+def task_outputs(spec: spec_lib.FeatureSpec, logits: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """``[B, K]`` logits -> ``{task: σ(logit) [B, 1]}`` in spec task order."""
+    probs = tf.nn.sigmoid(logits)
+    return {t: probs[:, k:k + 1] for k, t in enumerate(spec.task_names)}
+
+
+def towers(spec: spec_lib.FeatureSpec, h: tf.Tensor, hidden: Sequence[int],
+           dropout: float = 0.0, name: str = "task_towers") -> tf.Tensor:
+    """Per-task towers on ``h`` (``[B, d]`` shared or ``[B, K, d]``) -> logits ``[B, K]``."""
+    return dnn.TaskTowers(len(spec.tasks), list(hidden), dropout=dropout, name=name)(h)
+
+
+def scenario_task_logits(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
+                         h: tf.Tensor, hidden: Sequence[int], dropout: float = 0.0,
+                         name: str = "scenario_task_towers") -> tf.Tensor:
+    """One tower per (scenario, task): logits ``[B, K]`` average the towers of the
+    instance's scenarios (one scenario for single-valued fields)."""
+    S, K = spec.scenario.count, len(spec.tasks)
+    logits = dnn.TaskTowers(S * K, list(hidden), dropout=dropout, name=name)(h)  # [B, S*K]
+    logits = tf.reshape(logits, [-1, S, K])
+    mask = scenario_multi_hot(spec, inputs)                                     # [B, S]
+    count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    return tf.einsum("bsk,bs->bk", logits, mask) / count
