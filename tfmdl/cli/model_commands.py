@@ -46,20 +46,54 @@ class Models(Command):
 class ModelInfo(Command):
     """Builds the model a config describes for a data set's spec and prints its
 parameter count (embedding tables vs dense weights) and forward matmul FLOPs per
-example (training is about 3x that)."""
+example (training is about 3x that).
+
+With --target_params=N it first scales the config's widths (every params field
+ending in width/hidden/units, by one factor) until the parameter count is within
+--tolerance of N, prints the config it chose and, with --out, writes it as a config
+file (training section kept) for `tfmdl train`."""
 
     name = "model-info"
     summary = "parameter count and FLOPs per example of a configured model"
 
     def flags(self, fv):
         define_config_flags(fv)
+        flags.DEFINE_integer("target_params", None, "scale the widths to this many "
+                             "parameters (see --match)", flag_values=fv)
+        flags.DEFINE_enum("match", "total", ["total", "dense"], "what --target_params "
+                          "counts: all trainable parameters, or the non-embedding ones",
+                          flag_values=fv)
+        flags.DEFINE_float("tolerance", 0.05, "accepted relative error of --target_params",
+                           flag_values=fv)
+        flags.DEFINE_string("out", None, "write the chosen config (YAML) here",
+                            flag_values=fv)
 
     def run(self, fv):
+        import yaml  # pylint: disable=g-import-not-at-top
+
+        from tfmdl import config as config_lib  # pylint: disable=g-import-not-at-top
         from tfmdl.models import cost  # pylint: disable=g-import-not-at-top
         from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
+        from tfmdl.models import sizing  # pylint: disable=g-import-not-at-top
+        from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top
 
         try:
             spec, config = load_spec_and_config(fv)
+            if fv.target_params is not None:
+                fit = sizing.fit_to_budget(config.model, spec, fv.target_params,
+                                           config.params, count=fv.match,
+                                           tolerance=fv.tolerance)
+                config = experiment.load_config(
+                    dict(config.raw, params=config_lib.to_dict(fit.params)))
+                print(f"fitted {config.model} to {fv.target_params:,} {fv.match} parameters: "
+                      f"{fit.count:,} ({fit.relative_error:+.1%}) after {fit.builds} builds")
+                text = yaml.safe_dump(config.to_dict(), sort_keys=False,
+                                      default_flow_style=None)
+                print("chosen config:\n" + "\n".join("  " + line
+                                                     for line in text.splitlines()))
+                if fv.out:
+                    tfrecord.atomic_write_text(fv.out, text)
+                    print(f"wrote {fv.out}")
             built = experiment.from_config(config, spec)
         except ValueError as exc:
             sys.stderr.write(f"tfmdl model-info: {exc}\n")

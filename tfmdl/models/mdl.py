@@ -49,6 +49,10 @@ from tfmdl.pipelines import spec as spec_lib
 @dataclasses.dataclass
 class MDLConfig:
     """MDL hyper-parameters (``params:`` of a config file)."""
+    # parameter matching (tfmdl.models.sizing): scale the width, then fine-tune the
+    # tokenizer hidden width (0 = the width) since widths move in multiples of T and heads
+    SIZE_FIELDS = ("width",)
+    FINE_SIZE_FIELDS = {"token_hidden": "width"}
     layers: int = 2
     width: int = 96
     heads: int = 4

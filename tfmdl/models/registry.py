@@ -47,7 +47,7 @@ def register(name: str, config_cls: Type, paper: str) -> Callable:
 
 # modules of tfmdl.models that hold no models; every other module registers its
 # models (calls `register`) when imported
-_NOT_MODELS = frozenset({"base", "common", "cost", "experiment", "registry"})
+_NOT_MODELS = frozenset({"base", "common", "cost", "experiment", "registry", "sizing"})
 
 
 def _load_all() -> None:
