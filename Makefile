@@ -13,10 +13,10 @@ export TF_USE_LEGACY_KERAS := 1
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev,serving]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serving,bench,plots]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -283,3 +283,54 @@ float32 matmul FLOP/s measured in the same run."""
 
 
 COMMANDS.append(Train())
+
+
+class Peer(Command):
+    """Races tfmdl against DeepCTR (the `bench` extra) on the same architecture and
+in-memory data: builds DeepCTR's MMOE / PLE / SharedBottom and tfmdl's model of the
+same name with the same embeddings, experts, gates and towers, trains both with Adam
+in alternating timed rounds, and prints training examples/s, the ratio tfmdl /
+DeepCTR and both models' AUC per task after the same number of steps."""
+
+    name = "benchmark peer"
+    summary = "tfmdl vs DeepCTR training speed and AUC on the same architecture"
+
+    def flags(self, fv):
+        flags.DEFINE_enum("model", "mmoe", ["mmoe", "ple", "shared_bottom"], "model to race",
+                          flag_values=fv)
+        flags.DEFINE_string("data", None, "data directory (spec.yaml, train/eval shards)",
+                            flag_values=fv)
+        flags.mark_flag_as_required("data", flag_values=fv)
+        flags.DEFINE_integer("train", 100_000, "train examples held in memory", flag_values=fv)
+        flags.DEFINE_integer("eval", 20_000, "eval examples for the AUC", flag_values=fv)
+        flags.DEFINE_integer("batch_size", 1024, "batch size", flag_values=fv)
+        flags.DEFINE_integer("warmup", 20, "untimed warm-up steps per model", flag_values=fv)
+        flags.DEFINE_integer("steps", 40, "steps per timed round", flag_values=fv)
+        flags.DEFINE_integer("rounds", 4, "alternating timed rounds", flag_values=fv)
+        flags.DEFINE_enum("jit_compile", "on", ["on", "off"], "XLA for the tfmdl model",
+                          flag_values=fv)
+        flags.DEFINE_string("json", None, "also write the result as JSON here", flag_values=fv)
+
+    def run(self, fv):
+        from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
+        from tfmdl.benchmark import peer  # pylint: disable=g-import-not-at-top
+
+        print(f"tfmdl benchmark peer --model={fv.model} --data={fv.data} --train={fv.train} "
+              f"--eval={fv.eval} --batch_size={fv.batch_size} --warmup={fv.warmup} "
+              f"--steps={fv.steps} --rounds={fv.rounds} --jit_compile={fv.jit_compile}")
+        print(machine_line())
+        try:
+            result = peer.run(fv.model, fv.data, train=fv.train, eval_examples=fv.eval,
+                              batch_size=fv.batch_size, warmup_steps=fv.warmup,
+                              steps=fv.steps, rounds=fv.rounds,
+                              jit_compile=fv.jit_compile == "on")
+        except (ValueError, ImportError) as exc:
+            sys.stderr.write(f"tfmdl benchmark peer: {exc}\n")
+            return 2
+        print(peer.format_result(result))
+        if fv.json:
+            evaluation.write_json(fv.json, result)
+        return 0
+
+
+COMMANDS.append(Peer())

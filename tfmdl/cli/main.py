@@ -23,7 +23,9 @@ from tfmdl.cli import benchmark_commands  # noqa: E402
 from tfmdl.cli import data_commands  # noqa: E402
 from tfmdl.cli import eval_commands  # noqa: E402
 from tfmdl.cli import model_commands  # noqa: E402
+from tfmdl.cli import plot_commands  # noqa: E402
 from tfmdl.cli import serving_commands  # noqa: E402
+from tfmdl.cli import suite_commands  # noqa: E402
 from tfmdl.cli import train_commands  # noqa: E402
 from tfmdl.cli.command import Command  # noqa: E402
 
@@ -33,7 +35,7 @@ FLAGS = flags.FLAGS
 def _commands() -> Dict[Tuple[str, ...], Command]:
     out = {}
     for module in (data_commands, model_commands, train_commands, eval_commands,
-                   serving_commands, benchmark_commands):
+                   serving_commands, benchmark_commands, suite_commands, plot_commands):
         for cmd in module.COMMANDS:
             out[tuple(cmd.name.split())] = cmd
     return out

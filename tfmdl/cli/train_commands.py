@@ -14,7 +14,9 @@ class Train(Command):
 with Keras model.fit under the chosen tf.distribute strategy, writing checkpoints,
 BackupAndRestore state (re-running the same command resumes a killed run),
 TensorBoard logs, the resolved config and the final weights into --model_dir.
-Cluster strategies read TF_CONFIG (README, 'Distributed training')."""
+--warm_start_from=<model_dir> first restores the same-named weights of a trained model
+(PMTA's backbone warm-up, docs/pmta.md). Cluster strategies read TF_CONFIG (README,
+'Distributed training')."""
 
     name = "train"
     summary = "train a configured model (model.fit, tf.distribute, XLA, checkpoints)"
@@ -35,6 +37,11 @@ Cluster strategies read TF_CONFIG (README, 'Distributed training')."""
                           "XLA (overrides training.jit_compile)", flag_values=fv)
         flags.DEFINE_integer("cpu_devices", 0, "split the CPU into this many logical "
                              "devices (MirroredStrategy on a CPU-only machine)", flag_values=fv)
+        flags.DEFINE_string("warm_start_from", None,
+                            "a trained model dir (e.g. a dnn/rankmixer backbone) whose weights "
+                            "of the same layer and variable names initialise this model "
+                            "(PMTA's parameter warm-up); restored/unmatched variables are "
+                            "logged", flag_values=fv)
         flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"],
                           "Keras verbosity (1: progress bar, 2: a line per epoch)",
                           flag_values=fv)
@@ -57,7 +64,9 @@ Cluster strategies read TF_CONFIG (README, 'Distributed training')."""
             trainer.configure_cpu_devices(fv.cpu_devices)
             strategy = trainer.make_strategy(fv.strategy)
             run = trainer.prepare(fv.config, fv.data, fv.model_dir, strategy=strategy,
-                                  overrides=overrides)
+                                  overrides=overrides, warm_start_from=fv.warm_start_from)
+            if run.warm_start is not None:
+                print(run.warm_start.summary(), flush=True)
             print(f"training {run.config.model} on {fv.data} -> {fv.model_dir} "
                   f"(strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} "
                   f"replica(s), XLA {'on' if run.jit_compile else 'off'})", flush=True)

@@ -35,8 +35,12 @@ BACKBONES = ("dnn", "rankmixer")
 
 
 def concat(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
-    """Flattens every tensor to ``[B, n]`` and concatenates along the last axis."""
-    flat = [tf.reshape(t, [-1, int(tf.TensorShape(t.shape[1:]).num_elements())])
+    """Flattens every tensor to ``[B, n]`` and concatenates along the last axis, in
+    the first tensor's dtype (under mixed precision embeddings are bfloat16 while
+    the scenario multi-hot is float32)."""
+    dtype = tensors[0].dtype
+    flat = [tf.reshape(t if t.dtype == dtype else tf.cast(t, dtype),
+                       [-1, int(tf.TensorShape(t.shape[1:]).num_elements())])
             for t in tensors]
     return flat[0] if len(flat) == 1 else tf.concat(flat, axis=-1)
 
@@ -144,7 +148,15 @@ def scenario_task_logits(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor
     instance's scenarios (one scenario for single-valued fields)."""
     S, K = spec.scenario.count, len(spec.tasks)
     logits = dnn.TaskTowers(S * K, list(hidden), dropout=dropout, name=name)(h)  # [B, S*K]
-    logits = tf.reshape(logits, [-1, S, K])
-    mask = scenario_multi_hot(spec, inputs)                                     # [B, S]
+    return scenario_mean(spec, inputs, tf.reshape(logits, [-1, S, K]))
+
+
+def scenario_mean(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
+                  per_scenario: tf.Tensor) -> tf.Tensor:
+    """``Σ_s m_s x_s / |m|``: ``[B, S, d]`` -> ``[B, d]``, the mean over the instance's
+    scenarios (``m`` the scenario multi-hot), in ``per_scenario``'s dtype."""
+    mask = tf.cast(scenario_multi_hot(spec, inputs), per_scenario.dtype)         # [B, S]
     count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
-    return tf.einsum("bsk,bs->bk", logits, mask) / count
+    # multiply + sum, not tf.einsum: Keras 2 cannot reload a functional graph with a
+    # tf.einsum op between layers (its variadic inputs do not deserialize)
+    return tf.reduce_sum(per_scenario * mask[:, :, None], axis=1) / count

@@ -50,6 +50,7 @@ from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
 from tfmdl.training import config as train_config
 from tfmdl.training import model_dir as model_dir_lib
+from tfmdl.training import warm_start as warm_start_lib
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 
@@ -354,6 +355,7 @@ class TrainingRun:
     callbacks: List[keras.callbacks.Callback]
     nan_guard: NaNGuard
     started: float = dataclasses.field(default_factory=time.time)
+    warm_start: Optional[warm_start_lib.WarmStartReport] = None  # with warm_start_from
 
     def fit(self, verbose="auto"):
         history = self.model.fit(
@@ -374,6 +376,12 @@ class TrainingRun:
             "history": {k: [float(x) for x in v] for k, v in (history.history.items()
                                                                if history else [])},
         }
+        if self.warm_start is not None:
+            report = self.warm_start
+            summary["warm_start"] = {"source": report.source, "source_model": report.source_model,
+                                     "restored": len(report.restored),
+                                     "new": len(report.unmatched_target),
+                                     "unused_source": len(report.unmatched_source)}
         if is_parameter_server(self.strategy):
             summary["embedding_shards"] = embedding_shards(self.built.model)
         if is_chief(self.strategy):
@@ -402,7 +410,8 @@ def _records(files: Sequence[str]) -> Optional[int]:
 
 def prepare(config, data_dir: str, model_dir: str, *,
             strategy: Optional[tf.distribute.Strategy] = None,
-            overrides: Sequence[str] = ()) -> TrainingRun:
+            overrides: Sequence[str] = (),
+            warm_start_from: Optional[str] = None) -> TrainingRun:
     """Builds, compiles and wires everything for ``model.fit`` (module docstring).
 
     Args:
@@ -411,6 +420,10 @@ def prepare(config, data_dir: str, model_dir: str, *,
       model_dir: where checkpoints, logs, the resolved config and weights go.
       strategy: a tf.distribute strategy (default: the default strategy).
       overrides: ``key.path=value`` strings (``--set``).
+      warm_start_from: a trained model directory whose matching weights (backbone,
+        first classifier layers, embedding tables) initialise the new model
+        (`tfmdl.training.warm_start`; PMTA's parameter warm-up). A run resumed from
+        its BackupAndRestore state continues from that state instead.
     """
     strategy = strategy or tf.distribute.get_strategy()
     if not tf.io.gfile.isdir(data_dir):
@@ -457,6 +470,9 @@ def prepare(config, data_dir: str, model_dir: str, *,
             weighted_metrics={t: [keras.metrics.AUC(name="auc", num_thresholds=1000)]
                               for t in spec.task_names},
             jit_compile=jit, steps_per_execution=tcfg.steps_per_execution)
+    report = None
+    if warm_start_from:
+        report = warm_start_lib.warm_start(built, warm_start_from)
 
     lookup = built.lookup
 
@@ -526,4 +542,4 @@ def prepare(config, data_dir: str, model_dir: str, *,
         train_data=train_data, validation_data=validation_data, epochs=tcfg.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_steps=tcfg.validation_steps or None, callbacks=callbacks,
-        nan_guard=nan_guard)
+        nan_guard=nan_guard, warm_start=report)

@@ -1,0 +1,60 @@
+import builtins
+import math
+
+import pytest
+
+from tfmdl.benchmark import peer
+from tfmdl.pipelines import spec as spec_lib
+
+pytest.importorskip("deepctr", reason="the peer benchmark needs the bench extra")
+
+
+def test_peer_spec_drops_sequences_and_their_references(feed_dir):
+    spec = spec_lib.load_spec(feed_dir)
+    seq = [f.name for f in spec.features if f.type == spec_lib.SEQUENCE]
+    assert seq
+    reduced = peer.peer_spec(spec)
+    names = {f.name for f in reduced.features}
+    assert not names & set(seq)
+    assert names == {f.name for f in spec.features} - set(seq)
+    for group in reduced.semantic_groups.values():
+        assert not set(group) & set(seq)
+
+
+@pytest.mark.parametrize("model", ["mmoe", "ple", "shared_bottom"])
+def test_both_libraries_build_the_same_architecture(feed_dir, model):
+    result = peer.run(model, feed_dir, train=1024, eval_examples=512, batch_size=128,
+                      warmup_steps=1, steps=2, rounds=1, log=lambda _: None)
+    sides = result["sides"]
+    # same embeddings, experts, gates and towers: identical parameter counts
+    assert sides["tfmdl"]["params"] == sides["deepctr"]["params"]
+    assert result["steps_trained"] == 3
+    for side in sides.values():
+        assert side["examples_per_second"] > 0
+        assert set(side["auc"]) == set(spec_lib.load_spec(feed_dir).task_names)
+        # rare tasks may have no positive among 512 eval rows: AUC undefined (NaN)
+        assert all(math.isnan(v) or 0 <= v <= 1 for v in side["auc"].values())
+        assert not math.isnan(side["auc"]["finish"])
+    assert result["ratio"] == pytest.approx(
+        sides["tfmdl"]["examples_per_second"] / sides["deepctr"]["examples_per_second"])
+    text = peer.format_result(result)
+    assert "speed ratio tfmdl / DeepCTR" in text and "| DeepCTR |" in text
+
+
+def test_missing_deepctr_names_the_extra(feed_dir, monkeypatch):
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name.startswith("deepctr"):
+            raise ImportError("No module named 'deepctr'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    spec = peer.peer_spec(spec_lib.load_spec(feed_dir))
+    with pytest.raises(ImportError, match=r"pip install 'tfmdl\[bench\]'"):
+        peer.build_deepctr("mmoe", spec, peer.Arch())
+
+
+def test_unknown_model_is_named(feed_dir):
+    with pytest.raises(ValueError, match=r"--model: 'star' has no DeepCTR peer"):
+        peer.run("star", feed_dir)

@@ -1,0 +1,169 @@
+"""tfmdl benchmark quality: reports, resume, seeds, and the shared machinery."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from tests.benchmark.conftest import BUDGET, TOLERANCE, common_flags, run_cli
+from tfmdl.benchmark import quality
+
+
+def _read(out, name):
+    with open(os.path.join(out, name), encoding="utf-8") as fh:
+        return fh.read()
+
+
+@pytest.mark.slow  # shares the quality run (~30 s)
+def test_quality_writes_table_with_oracle_gap_and_intervals(quality_run):
+    out, _, code = quality_run
+    assert code == 0
+    md = _read(out, "quality.md")
+    summary = json.loads(_read(out, "quality.json"))
+    with open(os.path.join(out, "quality.png"), "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the table: oracle row first, then one row per model, one column per cell
+    table = [l for l in md.splitlines() if l.startswith("| ")]
+    assert table[0].startswith("| model | params | featured/like |")
+    assert "% of oracle gap closed" in table[0]
+    rows = [l.split(" | ")[0][2:] for l in table[1:5]]
+    assert rows == ["oracle", "dnn", "rankmixer", "mdl"]
+    assert [r["name"] for r in summary["rows"]] == ["dnn", "rankmixer", "mdl"]
+    assert len(summary["cells"]) == 12 and summary["metrics"] == ["auc"]
+    # parameter matching: every model within the tolerance of the budget
+    for row in summary["rows"]:
+        assert abs(row["params"]["total"] / quality.parse_count(BUDGET) - 1) <= TOLERANCE
+    # gap closed = (mean - 0.5) / (oracle mean - 0.5) x 100
+    oracle_mean = summary["oracle"]["mean"]["auc"]["mean"]
+    for row in summary["rows"]:
+        mean = row["mean"]["auc"]["mean"]
+        assert row["gap"]["auc"]["mean"] == pytest.approx((mean - 0.5) / (oracle_mean - 0.5) * 100,
+                                                          rel=0.2, abs=5)
+    # MDL against the best baseline (dnn or rankmixer, by mean AUC), with intervals
+    best = max((r for r in summary["rows"] if r["model"] != "mdl"),
+               key=lambda r: r["mean"]["auc"]["mean"])["name"]
+    assert summary["best_baseline"] == best
+    (boot,) = summary["bootstrap"]
+    assert (boot["a"], boot["b"]) == ("mdl", best) and boot["n_boot"] == 50
+    cell = boot["cells"]["featured/finish"]
+    assert cell["low"] <= cell["delta"] <= cell["high"]
+    assert f"| mdl − {best} | " in md and "Paired bootstrap" in md
+
+
+@pytest.mark.slow  # shares the quality run (~30 s)
+def test_rerun_skips_finished_models_and_seeds_give_mean_std(quality_run, capsys):
+    from tfmdl.cli import suite_commands
+
+    out, argv, _ = quality_run
+    assert run_cli(suite_commands.Quality(), argv) == 0
+    text = capsys.readouterr().out
+    assert text.count("finished earlier, skipped") == 3 and "training |" not in text
+    # seeds=2 on dnn: seed 0 is reused, seed 1 trains; the cells show mean ± std
+    argv2 = [a for a in argv if not a.startswith("--models")] + ["--models=dnn", "--seeds=2"]
+    assert run_cli(suite_commands.Quality(), argv2) == 0
+    text = capsys.readouterr().out
+    assert "[1/2] dnn (seed 0): finished earlier" in text
+    assert "[2/2] dnn (seed 1): training | elapsed" in text and "ETA" in text
+    summary = json.loads(_read(out, "quality.json"))
+    (row,) = summary["rows"]
+    assert row["seeds"] == [0, 1]
+    stat = row["mean"]["auc"]
+    assert stat["n"] == 2 and stat["std"] is not None and stat["std"] > 0
+    md = _read(out, "quality.md")
+    assert "| dnn | " in md and " ± " in md and "seeds: 0, 1" in md
+
+
+def _fake(name, model, seed, aucs):
+    tasks, scen = ["a", "b"], ["s1", "s2"]
+    it = iter(aucs)
+    table = {s: {t: {"auc": next(it)} for t in tasks} for s in scen}
+    return {"name": name, "model": model, "seed": seed, "tasks": tasks, "scenarios": scen,
+            "counts": {"total": 10, "embedding": 4, "dense": 6}, "metrics": table,
+            "gap_closed": quality.gap_closed(table, ORACLE)}
+
+
+ORACLE = {"s1": {"a": {"auc": 0.9}, "b": {"auc": 0.8}}, "s2": {"a": {"auc": 0.7},
+                                                               "b": {"auc": None}}}
+
+
+def test_summarize_mean_std_gap_and_best_baseline():
+    runs = [_fake("x", "dnn", 0, [0.7, 0.6, 0.6, 0.5]), _fake("x", "dnn", 1, [0.8, 0.6, 0.6, 0.7])]
+    row = quality.summarize_row(runs, ORACLE)
+    cell = row["cells"]["auc"]["s1/a"]
+    assert cell["mean"] == pytest.approx(0.75)
+    assert cell["std"] == pytest.approx(np.std([.7, .8], ddof=1))
+    assert row["mean"]["auc"]["mean"] == pytest.approx(np.mean([0.6, 0.675]))
+    # gap over the cells the oracle defines (s2/b has no oracle): seed 0 -> (0.6333-.5)/(.8-.5)
+    gaps = [(np.mean([.7, .6, .6]) - .5) / .3 * 100, (np.mean([.8, .6, .6]) - .5) / .3 * 100]
+    assert row["gap"]["auc"]["mean"] == pytest.approx(np.mean(gaps))
+    assert row["gap_cells"]["auc"]["s1/a"]["mean"] == pytest.approx(np.mean([50, 75]))
+    rows = [row, quality.summarize_row([_fake("mdl", "mdl", 0, [0.9] * 4)], ORACLE),
+            quality.summarize_row([_fake("y", "mmoe", 0, [0.5] * 4)], ORACLE)]
+    assert quality.best_baseline(rows) == "x"      # mdl is excluded, x beats y
+
+
+def test_parse_count_and_flag_errors(tiny_configs, bench_data, tmp_path, capsys):
+    from tfmdl.cli import suite_commands
+
+    assert quality.parse_count("2M") == 2_000_000 and quality.parse_count("500k") == 500_000
+    assert quality.parse_count("1_500") == 1500
+    with pytest.raises(quality.BenchmarkError, match="--params='lots'"):
+        quality.parse_count("lots")
+    code = run_cli(suite_commands.Quality(), ["--models=dnn,mdll"]
+                   + common_flags(bench_data, tiny_configs, str(tmp_path)))
+    assert code == 2 and "Did you mean 'mdl'" in capsys.readouterr().err
+    code = run_cli(suite_commands.Quality(), ["--models=dnn", "--params=1k"]
+                   + common_flags(bench_data, tiny_configs, str(tmp_path)))
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot reach 1,000" in err and "--match=dense" in err
+
+
+def test_data_is_reused_when_the_config_matches(bench_data, capsys):
+    root, name = os.path.split(bench_data)
+    request = quality.DataRequest("feed", 2048, 1000, seed=3,
+                                  synth=(("users", 2000), ("items", 1000),
+                                         ("calibration_rows", 5000)))
+    assert request.dirname() == name
+    assert quality.prepare_data(request, root, log=print) == bench_data
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch, tiny_configs, bench_data, tmp_path,
+                                            capsys):
+    from tfmdl import plots
+    from tfmdl.cli import suite_commands
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib fails
+    with pytest.raises(plots.PlotsUnavailable, match=r"pip install 'tfmdl\[plots\]'"):
+        plots.require()
+    code = run_cli(suite_commands.Quality(), ["--models=dnn"]
+                   + common_flags(bench_data, tiny_configs, str(tmp_path)))
+    assert code == 2 and "tfmdl[plots]" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(str(tmp_path), "runs"))   # failed before training
+
+
+def test_search_report_shows_qauc_then_auc_with_the_oracle_row():
+    from tfmdl.benchmark import report
+
+    def run(name, model, seed, vals):
+        r = _fake(name, model, seed, vals)
+        for s in r["metrics"].values():
+            for cell in s.values():
+                cell["qauc"] = cell["auc"] - 0.05
+        return r
+
+    oracle = {s: {t: {"auc": 0.8, "qauc": 0.75} for t in ("a", "b")} for s in ("s1", "s2")}
+    rows = [quality.summarize_row([run("dnn", "dnn", 0, [0.6] * 4),
+                                   run("dnn", "dnn", 1, [0.7] * 4)], oracle)]
+    summary = {"kind": "quality", "preset": "search", "data": "D", "eval_rows": 10,
+               "metrics": ["qauc", "auc"], "cells": ["s1/a", "s1/b", "s2/a", "s2/b"],
+               "profile_text": "p", "match": "total", "tolerance": 0.05, "budget": 1000,
+               "seeds": [0, 1], "best_baseline": None, "bootstrap": [], "runs": [],
+               "oracle": quality.oracle_row(oracle, run("x", "x", 0, [0.5] * 4)), "rows": rows}
+    md = report.table_markdown(summary, "tfmdl benchmark quality --preset=search")
+    assert md.index("## QAUC") < md.index("## AUC")
+    assert "| oracle |  | 0.7500 | 0.7500 |" in md
+    # qauc 0.55 / 0.65 over two seeds: mean 0.6, gap (0.6-0.5)/(0.75-0.5) = 40%
+    assert "| dnn | 10 | 0.6000 ± 0.0707 |" in md and "| 40.0 ± 28.3 |" in md

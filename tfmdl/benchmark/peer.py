@@ -1,0 +1,306 @@
+"""Peer benchmark: tfmdl against DeepCTR on the same architecture and data.
+
+`run` builds DeepCTR's model (``deepctr.models.multitask``: MMOE, PLE,
+SharedBottom; the ``bench`` extra) and tfmdl's model of the same name with the
+same architecture — the same features, embedding tables and sizes (DeepCTR's
+``SparseFeat`` per categorical feature, sharing tables where the spec shares
+them; numerics as ``DenseFeat``; the scenario multi-hot as one ``DenseFeat``),
+the same experts, gates and towers — and trains both on the same in-memory
+batches with the same optimizer (Adam) and loss:
+
+* speed: after an untimed warm-up, timed rounds alternate between the two
+  models (``rounds`` x ``steps`` steps each) so machine noise hits both; the
+  figure is training examples/s, and the ratio is tfmdl / DeepCTR.
+* quality: both models see the same number of steps; their per-task AUC on the
+  held-out split is reported so speed is not bought with a different model.
+
+tfmdl trains its ``core`` model (looked-up row ids in, as DeepCTR takes ids) with
+its default single-replica setting, XLA on (``--jit_compile``); DeepCTR trains as
+DeepCTR users run it (no XLA, the DeepCTR default), with ``l2_reg_embedding=0``
+since tfmdl's models have no regulariser. Sequence features are left out of
+both: DeepCTR's multi-task models take them only through ``VarLenSparseFeat``
+pooling layers with different semantics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfmdl import metrics
+from tfmdl.models import base
+from tfmdl.models import registry
+from tfmdl.pipelines import reader
+from tfmdl.pipelines import spec as spec_lib
+
+PEERS = ("mmoe", "ple", "shared_bottom")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """The architecture both libraries build (DeepCTR's defaults)."""
+    experts: int = 3              # mmoe
+    shared_experts: int = 1       # ple
+    task_experts: int = 1         # ple
+    levels: int = 2               # ple
+    expert_hidden: Tuple[int, ...] = (256, 128)
+    bottom_hidden: Tuple[int, ...] = (256, 128)   # shared_bottom
+    tower_hidden: Tuple[int, ...] = (64,)
+
+
+def peer_spec(spec: spec_lib.FeatureSpec) -> spec_lib.FeatureSpec:
+    """``spec`` without sequence features (and without references to them)."""
+    drop = {f.name for f in spec.features if f.type == spec_lib.SEQUENCE}
+    raw = spec.to_dict()
+    raw["features"] = [f for f in raw["features"] if f["name"] not in drop]
+
+    def keep(names):
+        return [n for n in names if n not in drop]
+
+    if raw.get("semantic_groups"):
+        raw["semantic_groups"] = {g: keep(v) for g, v in raw["semantic_groups"].items()
+                                  if keep(v)}
+    sets = raw.get("feature_sets") or {}
+    for key, value in list(sets.items()):
+        if isinstance(value, Mapping):
+            sets[key] = {k: keep(v) for k, v in value.items()}
+        elif isinstance(value, list):
+            sets[key] = keep(value)
+    return spec_lib.FeatureSpec.from_dict(raw)
+
+
+@dataclasses.dataclass
+class Data:
+    """In-memory looked-up features (what both models take), labels, weights."""
+    ids: Dict[str, np.ndarray]
+    labels: Dict[str, np.ndarray]     # 0/1 (missing labels set to 0 and weighted 0)
+    weights: Dict[str, np.ndarray]
+    scenario: np.ndarray              # [N, S] multi-hot
+
+    def __len__(self):
+        return len(next(iter(self.labels.values())))
+
+
+def load(spec: spec_lib.FeatureSpec, data_dir: str, split: str, limit: int,
+         lookup) -> Data:
+    """Reads up to ``limit`` examples of ``split`` and looks them up once."""
+    ds = reader.make_dataset(spec, data_dir, 8192, split=split, shuffle=False)
+    parts: List[Tuple[dict, dict]] = []
+    n = 0
+    for features, labels, _ in ds:
+        rows = lookup(features)
+        parts.append(({k: v.numpy() for k, v in rows.items() if k in _model_keys(spec)},
+                      {k: v.numpy() for k, v in labels.items()}))
+        n += len(next(iter(labels.values())))
+        if n >= limit:
+            break
+    ids = {k: np.concatenate([p[0][k] for p in parts])[:limit] for k in parts[0][0]}
+    raw = {k: np.concatenate([p[1][k] for p in parts])[:limit] for k in parts[0][1]}
+    labels = {t: np.where(raw[t] < 0, 0, raw[t]).astype(np.float32) for t in spec.task_names}
+    weights = {t: (raw[t] >= 0).astype(np.float32) for t in spec.task_names}
+    scen = ids[spec.scenario.feature]
+    S = spec.scenario.count
+    if scen.ndim == 1:
+        multi = np.eye(S, dtype=np.float32)[scen]
+    else:
+        multi = np.zeros((len(scen), S), np.float32)
+        for col in range(scen.shape[1]):
+            ok = scen[:, col] >= 0
+            multi[np.nonzero(ok)[0], scen[ok, col]] = 1.0
+    return Data(ids=ids, labels=labels, weights=weights, scenario=multi)
+
+
+def _model_keys(spec: spec_lib.FeatureSpec) -> set:
+    return {spec.scenario.feature} | {f.name for f in spec.features}
+
+
+# ----------------------------------------------------------------------------- DeepCTR
+
+
+def deepctr_inputs(spec: spec_lib.FeatureSpec, data: Data) -> Dict[str, np.ndarray]:
+    x = {f.name: data.ids[f.name] for f in spec.features}
+    x["scenario"] = data.scenario
+    return x
+
+
+def build_deepctr(model: str, spec: spec_lib.FeatureSpec, arch: Arch, seed: int = 0):
+    """DeepCTR's ``model`` for ``spec`` (raises a clear error without the extra)."""
+    try:
+        from deepctr.feature_column import DenseFeat  # pylint: disable=g-import-not-at-top
+        from deepctr.feature_column import SparseFeat  # pylint: disable=g-import-not-at-top
+        from deepctr.models import multitask  # pylint: disable=g-import-not-at-top
+    except ImportError as exc:
+        raise ImportError("the peer benchmark needs DeepCTR: pip install 'tfmdl[bench]' "
+                          f"({exc})") from None
+    columns = []
+    for f in spec.features:
+        if f.type == spec_lib.NUMERIC:
+            columns.append(DenseFeat(f.name, 1))
+            continue
+        owner = spec.feature(f.table_name)
+        columns.append(SparseFeat(f.name, vocabulary_size=owner.vocab_size,
+                                  embedding_dim=owner.embedding_dim,
+                                  embedding_name=owner.name, dtype="int64"))
+    columns.append(DenseFeat("scenario", spec.scenario.count))
+    tasks = list(spec.task_names)
+    common = dict(task_types=["binary"] * len(tasks), task_names=tasks,
+                  tower_dnn_hidden_units=arch.tower_hidden, l2_reg_embedding=0.0,
+                  seed=seed)
+    if model == "mmoe":
+        return multitask.MMOE(columns, num_experts=arch.experts,
+                              expert_dnn_hidden_units=arch.expert_hidden,
+                              gate_dnn_hidden_units=(), **common)
+    if model == "ple":
+        return multitask.PLE(columns, shared_expert_num=arch.shared_experts,
+                             specific_expert_num=arch.task_experts, num_levels=arch.levels,
+                             expert_dnn_hidden_units=arch.expert_hidden,
+                             gate_dnn_hidden_units=(), **common)
+    if model == "shared_bottom":
+        return multitask.SharedBottom(columns, bottom_dnn_hidden_units=arch.bottom_hidden,
+                                      **common)
+    raise ValueError(f"--model: {model!r} has no DeepCTR peer; choose one of {PEERS}.")
+
+
+# ----------------------------------------------------------------------------- tfmdl
+
+
+def tfmdl_params(model: str, arch: Arch) -> Dict[str, Any]:
+    """tfmdl params giving the same architecture as `build_deepctr`."""
+    common = {"backbone": "dnn", "tower_hidden": list(arch.tower_hidden)}
+    if model == "mmoe":
+        return dict(common, backbone_hidden=[], num_experts=arch.experts,
+                    expert_hidden=list(arch.expert_hidden))
+    if model == "ple":
+        return dict(common, backbone_hidden=[], shared_experts=arch.shared_experts,
+                    task_experts=arch.task_experts, levels=arch.levels,
+                    expert_hidden=list(arch.expert_hidden))
+    if model == "shared_bottom":
+        return dict(common, backbone_hidden=list(arch.bottom_hidden))
+    raise ValueError(f"--model: {model!r} has no DeepCTR peer; choose one of {PEERS}.")
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+@dataclasses.dataclass
+class Side:
+    """One library's model in the race."""
+    name: str
+    model: keras.Model
+    x: Dict[str, np.ndarray]
+    eval_x: Dict[str, np.ndarray]
+    params: int
+    seconds: float = 0.0
+    examples: int = 0
+    steps: int = 0
+    auc: Optional[Dict[str, float]] = None
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0
+
+
+def _dataset(x, y, w, n: int, batch: int, seed: int) -> tf.data.Dataset:
+    """Shuffled, repeated batches; the same seed gives both models the same order."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y, w))
+    return ds.shuffle(min(n, 100_000), seed=seed).batch(batch, drop_remainder=True).repeat()
+
+
+def _fit(side: Side, ds_iter, steps: int) -> float:
+    start = time.perf_counter()
+    side.model.fit(ds_iter, steps_per_epoch=steps, epochs=1, verbose=0)
+    return time.perf_counter() - start
+
+
+def _auc(side: Side, spec: spec_lib.FeatureSpec, data: Data, batch: int) -> Dict[str, float]:
+    out = side.model.predict(side.eval_x, batch_size=batch, verbose=0)
+    if isinstance(out, dict):
+        preds = {t: np.asarray(out[t]).reshape(-1) for t in spec.task_names}
+    else:
+        out = out if isinstance(out, list) else [out]
+        preds = {t: np.asarray(p).reshape(-1) for t, p in zip(spec.task_names, out)}
+    return {t: float(metrics.auc(data.labels[t], preds[t], mask=data.weights[t] > 0))
+            for t in spec.task_names}
+
+
+def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int = 20_000,
+        batch_size: int = 1024, warmup_steps: int = 20, steps: int = 40, rounds: int = 3,
+        learning_rate: float = 1e-3, jit_compile: bool = True, arch: Arch = Arch(),
+        seed: int = 0, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Races tfmdl's and DeepCTR's ``model`` (module docstring); returns the result."""
+    if model not in PEERS:
+        raise ValueError(f"--model: {model!r} has no DeepCTR peer; choose one of {PEERS}.")
+    spec = peer_spec(spec_lib.load_spec(data_dir))
+    keras.utils.set_random_seed(seed)
+    built: base.BuiltModel = registry.get(model).build(spec, tfmdl_params(model, arch))
+    train_data = load(spec, data_dir, "train", train, built.lookup)
+    eval_data = load(spec, data_dir, "eval", eval_examples, built.lookup)
+    tasks = list(spec.task_names)
+
+    built.core.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                       loss={t: "binary_crossentropy" for t in tasks}, jit_compile=jit_compile)
+    peer = build_deepctr(model, spec, arch, seed)
+    peer.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                 loss=["binary_crossentropy"] * len(tasks))
+    sides = [
+        Side("tfmdl", built.core, train_data.ids, eval_data.ids, built.core.count_params()),
+        Side("deepctr", peer, deepctr_inputs(spec, train_data),
+             deepctr_inputs(spec, eval_data), peer.count_params()),
+    ]
+    labels = {t: train_data.labels[t][:, None] for t in tasks}
+    weights = {t: train_data.weights[t] for t in tasks}
+    iters = {
+        "tfmdl": iter(_dataset(sides[0].x, labels, weights, len(train_data), batch_size,
+                               seed)),
+        "deepctr": iter(_dataset(sides[1].x, tuple(labels[t] for t in tasks),
+                                 tuple(weights[t] for t in tasks), len(train_data),
+                                 batch_size, seed)),
+    }
+    log(f"peer benchmark {model}: {len(train_data):,} train / {len(eval_data):,} eval "
+        f"examples in memory, batch {batch_size}, tfmdl XLA {'on' if jit_compile else 'off'}; "
+        f"parameters tfmdl {sides[0].params:,}, DeepCTR {sides[1].params:,}")
+    for side in sides:
+        _fit(side, iters[side.name], warmup_steps)   # traces, compiles, warms caches
+        side.steps += warmup_steps
+    for r in range(rounds):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            side.seconds += _fit(side, iters[side.name], steps)
+            side.examples += steps * batch_size
+            side.steps += steps
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(
+            f"{s.name} {s.examples_per_second:,.0f} ex/s" for s in sides))
+    for side in sides:
+        side.auc = _auc(side, spec, eval_data, 4096)
+    ratio = sides[0].examples_per_second / sides[1].examples_per_second
+    return {
+        "model": model, "arch": dataclasses.asdict(arch), "batch_size": batch_size,
+        "train_examples": len(train_data), "eval_examples": len(eval_data),
+        "jit_compile": jit_compile, "steps_trained": sides[0].steps,
+        "sides": {s.name: {"examples_per_second": s.examples_per_second, "params": s.params,
+                           "auc": s.auc, "mean_auc": float(np.mean(list(s.auc.values())))}
+                  for s in sides},
+        "ratio": ratio,
+    }
+
+
+def format_result(result: Mapping[str, Any]) -> str:
+    tfmdl_side, peer_side = result["sides"]["tfmdl"], result["sides"]["deepctr"]
+    tasks = list(tfmdl_side["auc"])
+    lines = [
+        f"| | examples/s | parameters | mean AUC | " + " | ".join(tasks) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(tasks),
+    ]
+    for name, side in (("tfmdl", tfmdl_side), ("DeepCTR", peer_side)):
+        lines.append(f"| {name} | {side['examples_per_second']:,.0f} | {side['params']:,} | "
+                     f"{side['mean_auc']:.4f} | "
+                     + " | ".join(f"{side['auc'][t]:.4f}" for t in tasks) + " |")
+    lines.append("")
+    lines.append(f"speed ratio tfmdl / DeepCTR: {result['ratio']:.2f} "
+                 f"(after {result['steps_trained']} steps each, batch {result['batch_size']})")
+    return "\n".join(lines)
+

@@ -1,0 +1,798 @@
+"""Quality benchmark suite: every model trained and scored the same way.
+
+``tfmdl benchmark quality | ablation | scaling`` (docs/benchmark_suite.md) share
+this module:
+
+* `prepare_data` generates a synthetic data set (`tfmdl.pipelines.synthetic`)
+  keyed by preset, sizes and seed under a data root, or reuses it when a
+  complete one with the same generator config is already there.
+* A `Job` is one training run: a registered model, its config file
+  (``configs/<model>_<preset>.yaml``, or the model's defaults when there is
+  none), an optional parameter budget (`tfmdl.models.sizing.fit_to_budget`
+  scales the config's widths to it), ``--set``-style overrides applied after
+  the fit (the ablation switches), and a seed. Every job's ``training:`` section
+  is replaced by the one shared `Profile` (optimizer, batch, epochs), so only
+  the architecture differs between rows.
+* `Suite.run` trains and evaluates the jobs in order and prints a progress line
+  per job with an ETA from the elapsed time. Each finished job leaves
+  ``OUT/runs/<name>/seed<k>/result.json`` (metrics, parameter counts, FLOPs)
+  and ``predictions.npz`` (for the paired bootstrap); a re-run with the same
+  arguments skips every job whose result has the same fingerprint (resume).
+  A job killed during training resumes from its BackupAndRestore state; one
+  killed after training is evaluated from its final weights.
+* `summarize` turns the results into rows (mean ± std over seeds per scenario ×
+  task cell, the mean over cells, the "% of the oracle gap closed") and
+  `paired_bootstrap` adds AUC-difference intervals between two rows;
+  `tfmdl.benchmark.report` writes them as markdown, JSON and a PNG chart.
+
+Seeds: ``--seeds=N`` trains every row N times with seeds ``seed .. seed+N-1``
+(weight initialisation and shuffling); the data set is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tfmdl import config as config_lib
+from tfmdl import metrics
+from tfmdl.pipelines import tfrecord
+
+# rows whose intervals the quality table reports against the best other row
+FOCUS_MODELS = ("mdl", "pmta")
+
+# The ablation switches of MDL's and PMTA's Table 2, as config overrides.
+# ``{feature_tokens}`` is replaced by the spec's number of semantic groups: when
+# scenario / task tokens join the token mixing, the mixing keeps the full model's
+# head count (T feature tokens) instead of needing a width divisible by the
+# joined token count (`tfmdl.layers.mixing.TokenMixing`).
+FEATURE_TOKENS = "{feature_tokens}"
+ABLATIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
+    "mdl": {
+        "full": (),
+        "no_task_tokens": ("params.no_task_tokens=true",),
+        "task_interaction=mixing": ("params.task_interaction=mixing",
+                                    "params.mixing_heads=" + FEATURE_TOKENS),
+        "no_scenario_tokens": ("params.no_scenario_tokens=true",),
+        "no_global_token": ("params.no_global_token=true",),
+        "scenario_interaction=mixing": ("params.scenario_interaction=mixing",
+                                        "params.mixing_heads=" + FEATURE_TOKENS),
+    },
+    "pmta": {
+        "full": (),
+        "no_tpe": ("params.no_tpe=true",),
+        "fusion=mlp": ("params.fusion=mlp",),
+        "no_dar": ("params.no_dar=true",),
+    },
+}
+
+RESULT_JSON = "result.json"
+PREDICTIONS = "predictions.npz"
+FINGERPRINT = "fingerprint.json"
+FITS_JSON = "fits.json"
+
+
+class BenchmarkError(ValueError):
+    """The benchmark cannot run as asked; the message names the flag or file."""
+
+
+# --------------------------------------------------------------------------- #
+# small helpers
+# --------------------------------------------------------------------------- #
+def parse_count(text: str, what: str = "--params") -> int:
+    """``"2M"``, ``"500k"``, ``"1.5G"``, ``"1_000_000"`` -> an integer count."""
+    raw = str(text).strip().replace("_", "").replace(",", "")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", raw)
+    if not match:
+        raise BenchmarkError(f"{what}={text!r}: expected a count such as 2000000, 500k or 2M.")
+    value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
+    if value < 1:
+        raise BenchmarkError(f"{what}={text!r}: must be at least 1.")
+    return int(round(value))
+
+
+def format_count(n: Optional[float]) -> str:
+    """1234567 -> ``1.23M`` (None -> ``n/a``)."""
+    if n is None:
+        return "n/a"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(max(seconds, 0)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def slug(name: str) -> str:
+    """A directory name for a row name (``a=b`` -> ``a-b``)."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "-", name).strip("-") or "run"
+
+
+def _hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: str, value: Any) -> None:
+    """JSON-safe (NaN -> null) ``value`` to ``path``, atomically."""
+    from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    evaluation.write_json(path, value)
+
+
+# --------------------------------------------------------------------------- #
+# data
+# --------------------------------------------------------------------------- #
+@dataclasses.dataclass(frozen=True)
+class DataRequest:
+    """Which synthetic data set a benchmark runs on.
+
+    ``synth`` holds further `SynthConfig` fields (e.g. ``users``, ``items``,
+    ``calibration_rows``); non-default ones become part of the directory name.
+    """
+    preset: str
+    train: int
+    eval: int
+    seed: int = 0
+    synth: Tuple[Tuple[str, Any], ...] = ()
+
+    def config(self):
+        from tfmdl.pipelines import synthetic  # pylint: disable=g-import-not-at-top
+
+        try:
+            return synthetic.SynthConfig(preset=self.preset, train=self.train, eval=self.eval,
+                                         seed=self.seed, **dict(self.synth))
+        except (TypeError, ValueError) as exc:
+            raise BenchmarkError(f"synthetic data: {exc}") from None
+
+    def dirname(self) -> str:
+        name = f"{self.preset}_train{self.train}_eval{self.eval}_seed{self.seed}"
+        extra = [(k, v) for k, v in sorted(self.synth) if v is not None]
+        if extra:
+            name += "_" + "_".join(f"{k}{v}" for k, v in extra)
+        return slug(name)
+
+
+def prepare_data(request: DataRequest, root: str,
+                 log: Callable[[str], None] = print) -> str:
+    """The data directory for ``request`` under ``root``: reused when a complete
+    data set with the same generator config is there, else generated (into a
+    temporary directory renamed into place, so a killed run leaves nothing
+    half-written)."""
+    from tfmdl.pipelines import synthetic  # pylint: disable=g-import-not-at-top
+
+    cfg = request.config()
+    out = os.path.join(root, request.dirname())
+    want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    existing = _read_json(os.path.join(out, "oracle.json"))
+    if existing is not None and existing.get("config") == want and \
+            os.path.exists(os.path.join(out, tfrecord.MANIFEST)):
+        log(f"data: reusing {out}")
+        return out
+    os.makedirs(root, exist_ok=True)
+    tmp = os.path.join(root, f".tmp-{os.getpid()}-{request.dirname()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"data: generating {request.preset} (train {request.train:,}, eval {request.eval:,}, "
+        f"seed {request.seed}) into {out}")
+    try:
+        result = synthetic.generate(cfg, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(tmp, out)
+    log(f"data: {result.rows:,} examples in {result.seconds:.1f} s")
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# jobs
+# --------------------------------------------------------------------------- #
+@dataclasses.dataclass
+class Profile:
+    """The one training profile every job uses (replaces each config's
+    ``training:`` section): dense weights with Adam, embedding tables with
+    Adagrad, the same batch size and epochs."""
+    batch_size: int = 1024
+    epochs: int = 1
+    learning_rate: float = 1e-3
+    embedding_learning_rate: float = 0.05
+    jit_compile: str = "auto"
+
+    def __post_init__(self):
+        for key in ("batch_size", "epochs"):
+            if getattr(self, key) < 1:
+                raise BenchmarkError(f"--{key} must be >= 1, got {getattr(self, key)}.")
+        for key in ("learning_rate", "embedding_learning_rate"):
+            if getattr(self, key) <= 0:
+                raise BenchmarkError(f"--{key} must be positive, got {getattr(self, key)}.")
+        if self.jit_compile not in ("auto", "on", "off"):
+            raise BenchmarkError(f"--jit_compile must be auto, on or off, got "
+                                 f"{self.jit_compile!r}.")
+
+    def training(self, seed: int) -> Dict[str, Any]:
+        return {"batch_size": self.batch_size, "epochs": self.epochs,
+                "dense_optimizer": {"name": "adam", "learning_rate": self.learning_rate},
+                "embedding_optimizer": {"name": "adagrad",
+                                        "learning_rate": self.embedding_learning_rate},
+                "jit_compile": self.jit_compile, "seed": seed, "validate": False}
+
+    def describe(self) -> str:
+        return (f"batch {self.batch_size}, {self.epochs} epoch(s), dense Adam lr "
+                f"{self.learning_rate:g}, embedding Adagrad lr {self.embedding_learning_rate:g}, "
+                f"XLA {self.jit_compile}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One training run (module docstring). ``name`` labels its row."""
+    name: str
+    model: str
+    seed: int
+    budget: Optional[int] = None
+    overrides: Tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (seed {self.seed})"
+
+
+def default_configs_dir() -> str:
+    """``configs`` in the working directory, else the one beside the package."""
+    if os.path.isdir("configs"):
+        return "configs"
+    import tfmdl  # pylint: disable=g-import-not-at-top
+
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(tfmdl.__file__))),
+                        "configs")
+
+
+def check_models(models: Sequence[str]) -> List[str]:
+    """Registered model names (each checked, with a suggestion for typos)."""
+    from tfmdl.models import registry  # pylint: disable=g-import-not-at-top
+
+    out = []
+    for name in models:
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            out.append(registry.get(name).name)
+        except config_lib.ConfigError as exc:
+            raise BenchmarkError(f"--models: {exc}") from None
+    if not out:
+        raise BenchmarkError("--models: no model given.")
+    if len(set(out)) != len(out):
+        raise BenchmarkError(f"--models: {out} names a model twice.")
+    return out
+
+
+@dataclasses.dataclass
+class Suite:
+    """Runs jobs on one data set with one training profile (module docstring)."""
+    out_dir: str
+    data_dir: str
+    profile: Profile = dataclasses.field(default_factory=Profile)
+    configs_dir: str = dataclasses.field(default_factory=default_configs_dir)
+    match: str = "total"
+    tolerance: float = 0.05
+    verbose: int = 0
+    log: Callable[[str], None] = print
+
+    def __post_init__(self):
+        from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
+
+        if self.match not in ("total", "dense"):
+            raise BenchmarkError(f"--match must be total or dense, got {self.match!r}.")
+        if not os.path.isdir(self.data_dir):
+            raise BenchmarkError(f"data directory {self.data_dir} does not exist.")
+        self.spec = spec_lib.load_spec(self.data_dir)
+        oracle = _read_json(os.path.join(self.data_dir, "oracle.json")) or {}
+        self.oracle = oracle.get("oracle")
+        self.preset = oracle.get("preset") or self.spec.name
+        self._spec_hash = _hash(self.spec.to_yaml())
+        os.makedirs(self.out_dir, exist_ok=True)
+        self._fits = _read_json(os.path.join(self.out_dir, FITS_JSON)) or {}
+
+    # -- configs ----------------------------------------------------------------
+    def config_path(self, model: str) -> Optional[str]:
+        path = os.path.join(self.configs_dir, f"{model}_{self.preset}.yaml")
+        return path if os.path.exists(path) else None
+
+    def base_config(self, model: str) -> Tuple[Dict[str, Any], str]:
+        """(``{"model", "params"}``, where it came from) for ``model``."""
+        path = self.config_path(model)
+        if path is None:
+            return {"model": model, "params": {}}, "registry defaults"
+        raw = config_lib.load_yaml(path)
+        if raw.get("model") != model:
+            raise BenchmarkError(f"{path}: model is {raw.get('model')!r}, expected {model!r}.")
+        return {"model": model, "params": dict(raw.get("params") or {})}, path
+
+    def fitted_params(self, job: Job) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """(params, fit info) of ``job`` before its overrides: the config's params,
+        scaled to the job's budget when it has one (cached in ``OUT/fits.json``)."""
+        from tfmdl.models import sizing  # pylint: disable=g-import-not-at-top
+
+        base, source = self.base_config(job.model)
+        if job.budget is None:
+            return base["params"], {"source": source, "budget": None}
+        key = _hash([job.model, base["params"], job.budget, self.match, self.tolerance,
+                     self._spec_hash])
+        cached = self._fits.get(key)
+        if cached is None:
+            try:
+                fit = sizing.fit_to_budget(job.model, self.spec, job.budget, base["params"],
+                                           count=self.match, tolerance=self.tolerance)
+            except (sizing.BudgetError, ValueError) as exc:
+                raise BenchmarkError(f"--params={job.budget}: {exc} (config: {source}; try "
+                                     f"another budget, --match=dense or a larger "
+                                     f"--tolerance)") from None
+            cached = {"params": config_lib.to_dict(fit.params), "count": fit.count,
+                      "counts": fit.counts, "builds": fit.builds}
+            self._fits[key] = cached
+            write_json(os.path.join(self.out_dir, FITS_JSON), self._fits)
+            self.log(f"sized {job.model} to {format_count(job.budget)} {self.match} "
+                     f"parameters: {fit.count:,} ({fit.relative_error:+.1%}) in {fit.builds} "
+                     f"builds")
+        return dict(cached["params"]), {"source": source, "budget": job.budget,
+                                        "matched": self.match, "count": cached["count"]}
+
+    def experiment_config(self, job: Job) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """The full config (model, params, shared training) ``job`` trains."""
+        from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
+
+        params, info = self.fitted_params(job)
+        raw = {"model": job.model, "params": params,
+               "training": self.profile.training(job.seed)}
+        try:
+            cfg = experiment.load_config(raw, self.resolve(job.overrides))
+        except (config_lib.ConfigError, ValueError) as exc:
+            raise BenchmarkError(f"{job.name}: {exc}") from None
+        return cfg.to_dict(), info
+
+    def resolve(self, overrides: Sequence[str]) -> List[str]:
+        """``overrides`` with `FEATURE_TOKENS` replaced by the spec's group count."""
+        tokens = str(len(self.spec.semantic_groups))
+        return [o.replace(FEATURE_TOKENS, tokens) for o in overrides]
+
+    # -- running ----------------------------------------------------------------
+    def run_dir(self, job: Job) -> str:
+        return os.path.join(self.out_dir, "runs", slug(job.name), f"seed{job.seed}")
+
+    def fingerprint(self, job: Job, config: Mapping[str, Any]) -> str:
+        return _hash({"job": dataclasses.asdict(job), "config": config,
+                      "data": os.path.abspath(self.data_dir), "spec": self._spec_hash})
+
+    def finished(self, job: Job) -> Optional[dict]:
+        """The saved result of ``job`` when it is complete and current, else None."""
+        run_dir = self.run_dir(job)
+        result = _read_json(os.path.join(run_dir, RESULT_JSON))
+        if result is None or not os.path.exists(os.path.join(run_dir, PREDICTIONS)):
+            return None
+        try:
+            config, _ = self.experiment_config(job)
+        except BenchmarkError:
+            return None
+        return result if result.get("fingerprint") == self.fingerprint(job, config) else None
+
+    def run(self, jobs: Sequence[Job]) -> List[dict]:
+        """Runs (or reuses) every job in order; returns their results."""
+        total, results = len(jobs), []
+        done: Dict[int, dict] = {}
+        for i, job in enumerate(jobs):
+            cached = self.finished(job)
+            if cached is not None:
+                done[i] = cached
+        todo = total - len(done)
+        if done:
+            self.log(f"resume: {len(done)} of {total} runs finished earlier in {self.out_dir}; "
+                     f"{todo} to run")
+        for job in {j.name: j for k, j in enumerate(jobs) if k not in done}.values():
+            self.experiment_config(job)   # size every model first: budget errors show at once
+        spent, ran = 0.0, 0
+        for i, job in enumerate(jobs):
+            prefix = f"[{i + 1}/{total}] {job.label}"
+            if i in done:
+                self.log(f"{prefix}: finished earlier, skipped ({self.run_dir(job)})")
+                results.append(done[i])
+                continue
+            eta = (format_seconds(spent / ran * (todo - ran)) if ran
+                   else "known after the first run")
+            self.log(f"{prefix}: training | elapsed {format_seconds(spent)}, ETA {eta}")
+            start = time.perf_counter()
+            result = self.run_one(job)
+            spent += time.perf_counter() - start
+            ran += 1
+            self.log(f"{prefix}: done in {format_seconds(time.perf_counter() - start)}: "
+                     f"{format_count(result['counts']['total'])} params, "
+                     f"{describe_result(result, self.oracle)} | ETA "
+                     f"{format_seconds(spent / ran * (todo - ran))}")
+            results.append(result)
+        return results
+
+    def run_one(self, job: Job) -> dict:
+        """Trains (or finishes) and evaluates one job; writes its result."""
+        import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
+        from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
+        from tfmdl.models import cost  # pylint: disable=g-import-not-at-top
+        from tfmdl.training import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+        from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
+
+        config, fit_info = self.experiment_config(job)
+        fingerprint = self.fingerprint(job, config)
+        run_dir = self.run_dir(job)
+        model_dir = os.path.join(run_dir, "model")
+        marker = _read_json(os.path.join(run_dir, FINGERPRINT))
+        if marker is None or marker.get("fingerprint") != fingerprint:
+            shutil.rmtree(run_dir, ignore_errors=True)   # stale: another config
+            write_json(os.path.join(run_dir, FINGERPRINT), {"fingerprint": fingerprint,
+                                                            "job": dataclasses.asdict(job)})
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(job.seed)
+        start = time.perf_counter()
+        if model_dir_lib.has_final_weights(model_dir):   # trained, killed before scoring
+            built, _ = model_dir_lib.load_trained(model_dir)
+            summary = _read_json(model_dir_lib.path(model_dir, model_dir_lib.SUMMARY)) or {}
+            train_seconds = summary.get("seconds")
+        else:
+            run = trainer.prepare(config, self.data_dir, model_dir)
+            history = run.fit(verbose=self.verbose)
+            run.finish(history)
+            built = run.built
+            train_seconds = time.perf_counter() - start
+        preds = evaluation.predict(built, self.spec, self.data_dir)
+        table = metrics.slice_table(preds.labels, preds.preds, preds.scenarios, preds.task_names,
+                                    preds.scenario_names, user_ids=preds.user_ids,
+                                    query_ids=preds.query_ids, metrics=evaluation.EVAL_METRICS)
+        arrays = {"preds": preds.preds.astype(np.float32),
+                  "labels": preds.labels.astype(np.int8),
+                  "scenarios": preds.scenarios.astype(np.int8)}
+        if preds.user_ids is not None:
+            arrays["user_ids"] = preds.user_ids
+        if preds.query_ids is not None:
+            arrays["query_ids"] = preds.query_ids
+        tmp = os.path.join(run_dir, f".tmp-{os.getpid()}-{PREDICTIONS}")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, os.path.join(run_dir, PREDICTIONS))
+        result = {
+            "fingerprint": fingerprint, "name": job.name, "model": job.model,
+            "seed": job.seed, "budget": job.budget, "overrides": self.resolve(job.overrides),
+            "config_source": fit_info["source"], "params": config["params"],
+            "counts": cost.parameter_counts(built),
+            "flops_per_example": cost.flops_per_example(built),
+            "train_seconds": train_seconds, "eval_rows": preds.num_rows,
+            "tasks": preds.task_names, "scenarios": preds.scenario_names,
+            "metrics": table, "gap_closed": gap_closed(table, self.oracle),
+            "model_dir": model_dir,
+        }
+        write_json(os.path.join(run_dir, RESULT_JSON), result)
+        return json.loads(json.dumps(evaluation.json_safe(result)))
+
+
+def describe_result(result: Mapping[str, Any], oracle: Optional[Mapping] = None) -> str:
+    """``mean AUC 0.7123 (61.2% of the oracle gap)`` for a progress line."""
+    parts = []
+    for metric in result_metrics(result):
+        values = cell_values(result["metrics"], result, metric)
+        mean = _nanmean(values)
+        text = f"mean {metric.upper()} " + ("n/a" if mean is None else f"{mean:.4f}")
+        gap = gap_of_means(values, cell_values(oracle, result, metric) if oracle else None)
+        if gap is not None:
+            text += f" ({gap:.1f}% of the oracle gap)"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- #
+# tables
+# --------------------------------------------------------------------------- #
+def result_metrics(result: Mapping[str, Any]) -> List[str]:
+    """The table metrics: QAUC and AUC when the data has queries, else AUC."""
+    first = next(iter(next(iter(result["metrics"].values())).values()))
+    return ["qauc", "auc"] if "qauc" in first else ["auc"]
+
+
+def cells(result: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """(scenario, task) cells of the table, in spec order."""
+    return [(s, t) for s in result["scenarios"] for t in result["tasks"]]
+
+
+def cell_values(table: Mapping, result: Mapping[str, Any], metric: str) -> List[Optional[float]]:
+    return [(table.get(s, {}).get(t) or {}).get(metric) for s, t in cells(result)]
+
+
+def gap_closed(table: Mapping, oracle: Optional[Mapping]) -> Optional[Dict[str, Any]]:
+    """``(model - 0.5) / (oracle - 0.5) x 100`` per slice x task for AUC/GAUC/QAUC."""
+    if not oracle:
+        return None
+    out: Dict[str, Any] = {}
+    for slice_name, per_task in table.items():
+        for task, values in per_task.items():
+            cell = {}
+            for metric in ("auc", "gauc", "qauc"):
+                model = values.get(metric)
+                ref = (oracle.get(slice_name, {}).get(task) or {}).get(metric)
+                ok = model is not None and ref is not None and not (
+                    math.isnan(model) or math.isnan(ref)) and ref != 0.5
+                if metric in values:
+                    cell[metric] = (model - 0.5) / (ref - 0.5) * 100.0 if ok else None
+            out.setdefault(slice_name, {})[task] = cell
+    return out
+
+
+def _defined(v: Optional[float]) -> bool:
+    return v is not None and not math.isnan(v)
+
+
+def gap_of_means(values: Sequence[Optional[float]],
+                 oracle: Optional[Sequence[Optional[float]]]) -> Optional[float]:
+    """``(mean value - 0.5) / (mean oracle - 0.5) x 100`` over the cells where
+    both are defined: the share of the oracle's lead over a random ranker that
+    the row closes, on average over the cells. (A mean of per-cell ratios would
+    be dominated by cells whose oracle is close to 0.5.)"""
+    if not oracle:
+        return None
+    pairs = [(v, o) for v, o in zip(values, oracle) if _defined(v) and _defined(o)]
+    if not pairs:
+        return None
+    ref = float(np.mean([o for _, o in pairs]))
+    if ref == 0.5:
+        return None
+    return (float(np.mean([v for v, _ in pairs])) - 0.5) / (ref - 0.5) * 100.0
+
+
+def _stats(values: Sequence[Optional[float]]) -> Dict[str, Any]:
+    vals = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    return {"mean": float(np.mean(vals)), "std": std, "n": len(vals)}
+
+
+def _nanmean(values: Sequence[Optional[float]]) -> Optional[float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize_row(results: Sequence[Mapping[str, Any]],
+                  oracle: Optional[Mapping] = None) -> Dict[str, Any]:
+    """One table row from the runs (seeds) of one name: per metric and cell the
+    mean and std over seeds; ``mean`` is the mean over cells and ``gap`` the
+    `gap_of_means` against ``oracle`` (each per seed, then mean ± std over seeds)."""
+    first = results[0]
+    row: Dict[str, Any] = {
+        "name": first["name"], "model": first["model"], "budget": first.get("budget"),
+        "overrides": first.get("overrides", []), "seeds": [r["seed"] for r in results],
+        "params": first["counts"], "flops_per_example": first.get("flops_per_example"),
+        "train_seconds": _stats([r.get("train_seconds") for r in results]),
+        "config_source": first.get("config_source"),
+        "cells": {}, "mean": {}, "gap_cells": {}, "gap": {}}
+    for metric in result_metrics(first):
+        keys = [f"{s}/{t}" for s, t in cells(first)]
+        per_seed = [cell_values(r["metrics"], r, metric) for r in results]
+        gaps = [cell_values(r.get("gap_closed") or {}, r, metric) for r in results]
+        ref = cell_values(oracle, first, metric) if oracle else None
+        row["cells"][metric] = {k: _stats([v[j] for v in per_seed]) for j, k in enumerate(keys)}
+        row["gap_cells"][metric] = {k: _stats([v[j] for v in gaps]) for j, k in enumerate(keys)}
+        row["mean"][metric] = _stats([_nanmean(v) for v in per_seed])
+        row["gap"][metric] = _stats([gap_of_means(v, ref) for v in per_seed])
+    return row
+
+
+def group_results(results: Sequence[Mapping[str, Any]]) -> Dict[str, List[Mapping[str, Any]]]:
+    """Results by row name, in first-seen order."""
+    out: Dict[str, List[Mapping[str, Any]]] = {}
+    for r in results:
+        out.setdefault(r["name"], []).append(r)
+    return out
+
+
+def oracle_row(oracle: Optional[Mapping], result: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    if not oracle:
+        return None
+    row: Dict[str, Any] = {"name": "oracle", "cells": {}, "mean": {}}
+    for metric in result_metrics(result):
+        values = cell_values(oracle, result, metric)
+        row["cells"][metric] = {f"{s}/{t}": {"mean": v, "std": None, "n": 1}
+                                for (s, t), v in zip(cells(result), values)}
+        row["mean"][metric] = {"mean": _nanmean(values), "std": None, "n": 1}
+    return row
+
+
+def best_baseline(rows: Sequence[Mapping[str, Any]],
+                  exclude: Sequence[str] = FOCUS_MODELS) -> Optional[str]:
+    """The row with the highest mean AUC among rows whose model is not excluded."""
+    scored = [(r["mean"]["auc"]["mean"], r["name"]) for r in rows
+              if r["model"] not in exclude and r["mean"].get("auc", {}).get("mean") is not None]
+    return max(scored)[1] if scored else None
+
+
+def load_predictions(result: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    path = os.path.join(os.path.dirname(result["model_dir"]), PREDICTIONS)
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def paired_bootstrap(a: Mapping[str, Any], b: Mapping[str, Any], n_boot: int = 1000,
+                     seed: int = 0, alpha: float = 0.05) -> Dict[str, Any]:
+    """AUC(a) - AUC(b) with its paired-bootstrap (1 - alpha) interval per cell.
+
+    ``a`` and ``b`` are run results on the same rows; the bootstrap resamples
+    queries when the data has them, else users, else rows
+    (`metrics.paired_bootstrap_auc`).
+    """
+    pa, pb = load_predictions(a), load_predictions(b)
+    if pa["labels"].shape != pb["labels"].shape or not np.array_equal(pa["labels"], pb["labels"]):
+        raise BenchmarkError(f"{a['model_dir']} and {b['model_dir']} were scored on different "
+                             f"rows; re-run both.")
+    groups, resampled = pa.get("query_ids"), "queries"
+    if groups is None:
+        groups, resampled = pa.get("user_ids"), "users"
+    if groups is None:
+        resampled = "rows"
+    tasks, scenarios = a["tasks"], a["scenarios"]
+    out_cells, deltas = {}, []
+    for j, s in enumerate(scenarios):
+        rows = pa["scenarios"][:, j].astype(bool)
+        for k, t in enumerate(tasks):
+            y = pa["labels"][:, k].astype(np.float64)
+            res = metrics.paired_bootstrap_auc(y, pa["preds"][:, k], pb["preds"][:, k],
+                                               groups=groups, n_boot=n_boot, seed=seed,
+                                               alpha=alpha, mask=rows)
+            valid = metrics.valid_mask(y, rows)
+            out_cells[f"{s}/{t}"] = {
+                "delta": res.delta, "low": res.low, "high": res.high, "p_value": res.p_value,
+                "auc_a": res.auc_a, "auc_b": res.auc_b, "n_valid": res.n_valid,
+                "positives": int(np.count_nonzero(valid & (y == 1)))}
+            deltas.append(res.delta)
+    return {"a": a["name"], "b": b["name"], "seed": a["seed"], "metric": "auc",
+            "n_boot": n_boot, "alpha": alpha, "resampled": resampled,
+            "mean_delta": _nanmean(deltas), "cells": out_cells}
+
+
+# --------------------------------------------------------------------------- #
+# the three benchmarks
+# --------------------------------------------------------------------------- #
+def _seeds(seed: int, seeds: int) -> List[int]:
+    if seeds < 1:
+        raise BenchmarkError(f"--seeds must be >= 1, got {seeds}.")
+    return [seed + i for i in range(seeds)]
+
+
+def _table_summary(suite: Suite, kind: str, results: List[dict], extra: Mapping[str, Any],
+                   pairs: Sequence[Tuple[str, str]], n_boot: int) -> Dict[str, Any]:
+    grouped = group_results(results)
+    rows = [summarize_row(rs, suite.oracle) for rs in grouped.values()]
+    bootstrap = []
+    for a, b in pairs:
+        if a in grouped and b in grouped and n_boot > 0:
+            suite.log(f"bootstrap: AUC({a}) - AUC({b}), {n_boot} replicates")
+            bootstrap.append(paired_bootstrap(grouped[a][0], grouped[b][0], n_boot=n_boot))
+    first = results[0]
+    return {
+        "kind": kind, "preset": suite.preset, "data": suite.data_dir,
+        "eval_rows": first["eval_rows"], "tasks": first["tasks"],
+        "scenarios": first["scenarios"], "metrics": result_metrics(first),
+        "cells": [f"{s}/{t}" for s, t in cells(first)],
+        "profile": dataclasses.asdict(suite.profile), "profile_text": suite.profile.describe(),
+        "match": suite.match, "tolerance": suite.tolerance,
+        "oracle": oracle_row(suite.oracle, first), "rows": rows, "bootstrap": bootstrap,
+        "runs": [{k: r.get(k) for k in ("name", "model", "seed", "counts", "flops_per_example",
+                                         "train_seconds", "config_source", "model_dir",
+                                         "overrides")} for r in results],
+        **extra}
+
+
+def quality(suite: Suite, models: Sequence[str], budget: Optional[int] = None, seed: int = 0,
+            seeds: int = 1, n_boot: int = 1000) -> Dict[str, Any]:
+    """Trains every model (parameter-matched to ``budget``) and summarises them;
+    MDL / PMTA get paired-bootstrap intervals against the best other model."""
+    models = check_models(models)
+    jobs = [Job(name=m, model=m, seed=s, budget=budget)
+            for m in models for s in _seeds(seed, seeds)]
+    results = suite.run(jobs)
+    best = best_baseline([summarize_row(rs, suite.oracle)
+                          for rs in group_results(results).values()])
+    pairs = [(m, best) for m in models if m in FOCUS_MODELS and best is not None]
+    return _table_summary(suite, "quality", results,
+                          {"models": models, "budget": budget, "seeds": _seeds(seed, seeds),
+                           "best_baseline": best}, pairs, n_boot)
+
+
+def ablation_variants(model: str, variants: Optional[Sequence[str]] = None
+                      ) -> Dict[str, Tuple[str, ...]]:
+    """``{variant: overrides}`` of `ABLATIONS` for ``model`` (all, or ``variants``)."""
+    if model not in ABLATIONS:
+        raise BenchmarkError(f"--model={model!r}: no ablation list; models with one: "
+                             f"{', '.join(sorted(ABLATIONS))}.")
+    table = ABLATIONS[model]
+    if not variants:
+        return dict(table)
+    unknown = [v for v in variants if v not in table]
+    if unknown:
+        raise BenchmarkError(f"--variants: {unknown} are not ablations of {model}; choose from "
+                             f"{', '.join(table)}.")
+    return {v: table[v] for v in variants}
+
+
+def ablation(suite: Suite, model: str, variants: Optional[Sequence[str]] = None,
+             budget: Optional[int] = None, seed: int = 0, seeds: int = 1,
+             n_boot: int = 1000) -> Dict[str, Any]:
+    """One row per ablation variant of ``model`` (`ABLATIONS`). With a budget the
+    full model is sized to it and every variant applies its switch to that sized
+    config (so a variant's parameter count shows what the switch removes).
+    Intervals: the full model against every variant."""
+    check_models([model])
+    table = ablation_variants(model, variants)
+    jobs = [Job(name=v, model=model, seed=s, budget=budget, overrides=tuple(o))
+            for v, o in table.items() for s in _seeds(seed, seeds)]
+    results = suite.run(jobs)
+    pairs = [("full", v) for v in table if v != "full"]
+    return _table_summary(suite, "ablation", results,
+                          {"model": model,
+                           "variants": {k: suite.resolve(v) for k, v in table.items()},
+                           "budget": budget, "seeds": _seeds(seed, seeds)}, pairs, n_boot)
+
+
+def scaling(suite: Suite, models: Sequence[str], budgets: Sequence[int],
+            seed: int = 0) -> Dict[str, Any]:
+    """Every model at every budget: mean AUC over cells against parameters and
+    forward FLOPs per example (the MDL paper's Figure 2)."""
+    models = check_models(models)
+    budgets = sorted(set(int(b) for b in budgets))
+    if len(budgets) < 2:
+        raise BenchmarkError(f"--budgets: need at least 2 distinct budgets, got {budgets}.")
+    jobs = [Job(name=f"{m}@{format_count(b)}", model=m, seed=seed, budget=b)
+            for m in models for b in budgets]
+    results = suite.run(jobs)
+    first = results[0]
+    metric = "auc"
+    points = []
+    for r in results:
+        values = cell_values(r["metrics"], r, metric)
+        gap = gap_of_means(values, cell_values(suite.oracle, r, metric) if suite.oracle
+                           else None)
+        extra = {}
+        if "qauc" in result_metrics(r):
+            extra["mean_qauc"] = _nanmean(cell_values(r["metrics"], r, "qauc"))
+        points.append({"name": r["name"], "model": r["model"], "budget": r["budget"],
+                       "params": r["counts"]["total"], "dense_params": r["counts"]["dense"],
+                       "embedding_params": r["counts"]["embedding"],
+                       "flops_per_example": r["flops_per_example"],
+                       "mean_auc": _nanmean(values), "gap_closed": gap,
+                       "train_seconds": r.get("train_seconds"), "model_dir": r["model_dir"],
+                       **extra})
+    oracle = oracle_row(suite.oracle, first)
+    return {"kind": "scaling", "preset": suite.preset, "data": suite.data_dir,
+            "eval_rows": first["eval_rows"], "models": models, "budgets": budgets,
+            "seed": seed, "metric": "mean AUC over scenario x task cells",
+            "profile": dataclasses.asdict(suite.profile),
+            "profile_text": suite.profile.describe(), "match": suite.match,
+            "tolerance": suite.tolerance,
+            "oracle_mean_auc": oracle["mean"]["auc"]["mean"] if oracle else None,
+            "points": points}

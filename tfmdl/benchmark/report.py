@@ -1,0 +1,215 @@
+"""Reports of the quality benchmark suite: markdown, JSON and a PNG chart.
+
+`write_table_report` renders a `quality` / `ablation` summary
+(`tfmdl.benchmark.quality`) like the papers' Table 1 / Table 2: one row per
+model (or variant) and the oracle row, one column per scenario x task cell, the
+mean over cells and the mean "% of the oracle gap closed"
+(``(AUC - 0.5) / (oracle AUC - 0.5) x 100``); the paired-bootstrap AUC
+differences with their 95% intervals; the per-cell gap table; and the runs
+(parameter counts, FLOPs, training time). `write_scaling_report` renders a
+`scaling` summary (the MDL paper's Figure 2). Values are ``mean ± std`` over
+seeds when there are several.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+from tfmdl import plots
+from tfmdl.benchmark import quality as quality_lib
+from tfmdl.pipelines import tfrecord
+
+_METRIC_NAMES = {"auc": "AUC", "qauc": "QAUC (per-query AUC)", "gauc": "GAUC"}
+
+
+def _machine() -> str:
+    return f"{os.cpu_count()} cores, {datetime.date.today().isoformat()}"
+
+
+def _value(stat: Optional[Mapping[str, Any]], pattern: str = "{:.4f}") -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    text = pattern.format(stat["mean"])
+    if stat.get("std") is not None:
+        text += " ± " + pattern.format(stat["std"]).lstrip("+")
+    return text
+
+
+def _num(value: Optional[float], pattern: str = "{:+.4f}") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else pattern.format(value)
+
+
+def _header(summary: Mapping[str, Any], title: str, command: Optional[str]) -> List[str]:
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines.append(f"- machine: {_machine()}")
+    lines.append(f"- data: {summary['data']} ({summary['preset']} preset, "
+                 f"{summary['eval_rows']:,} eval rows)")
+    budget = summary.get("budget")
+    if budget:
+        lines.append(f"- parameter budget: {quality_lib.format_count(budget)} "
+                     f"{summary['match']} parameters (±{summary['tolerance']:.0%}, "
+                     f"tfmdl.models.sizing scales each config's widths)")
+    elif summary["kind"] != "scaling":
+        lines.append("- parameter budget: none (configs as written)")
+    lines.append(f"- training (every row): {summary['profile_text']}")
+    seeds = summary.get("seeds")
+    if seeds and len(seeds) > 1:
+        lines.append(f"- seeds: {', '.join(map(str, seeds))} (values are mean ± sample std "
+                     f"over seeds)")
+    return lines
+
+
+def _row_table(summary: Mapping[str, Any], metric: str) -> List[str]:
+    cells = summary["cells"]
+    head = ["model", "params"] + cells + ["mean", "% of oracle gap closed"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---", "---:"] + ["---:"] * (len(cells) + 2)) + "|"]
+    oracle = summary.get("oracle")
+    if oracle:
+        lines.append("| " + " | ".join(
+            ["oracle", ""] + [_value(oracle["cells"][metric][c]) for c in cells]
+            + [_value(oracle["mean"][metric]), "100.0"]) + " |")
+    for row in summary["rows"]:
+        lines.append("| " + " | ".join(
+            [row["name"], quality_lib.format_count(row["params"]["total"])]
+            + [_value(row["cells"][metric][c]) for c in cells]
+            + [_value(row["mean"][metric]), _value(row["gap"].get(metric), "{:.1f}")])
+            + " |")
+    return lines
+
+
+def _bootstrap_table(summary: Mapping[str, Any]) -> List[str]:
+    cells = summary["cells"]
+    lines = ["| comparison | " + " | ".join(cells) + " | mean delta |",
+             "|---|" + "---:|" * (len(cells) + 1)]
+    for b in summary["bootstrap"]:
+        out = []
+        for c in cells:
+            cell = b["cells"][c]
+            if cell["delta"] is None:
+                out.append("n/a")
+            elif cell["low"] is None:
+                out.append(f"{_num(cell['delta'])} (no interval)")
+            else:
+                out.append(f"{_num(cell['delta'])} [{_num(cell['low'])}, "
+                           f"{_num(cell['high'])}]")
+        lines.append(f"| {b['a']} − {b['b']} | " + " | ".join(out) +
+                     f" | {_num(b['mean_delta'])} |")
+    return lines
+
+
+def _gap_table(summary: Mapping[str, Any], metric: str) -> List[str]:
+    cells = summary["cells"]
+    lines = ["| model | " + " | ".join(cells) + " |", "|---|" + "---:|" * len(cells)]
+    for row in summary["rows"]:
+        lines.append(f"| {row['name']} | " + " | ".join(
+            _value(row["gap_cells"][metric][c], "{:.1f}") for c in cells) + " |")
+    return lines
+
+
+def _runs_table(summary: Mapping[str, Any]) -> List[str]:
+    lines = ["| row | seed | params (total / embedding / dense) | FLOPs/example | train s | "
+             "config | model dir |", "|---|---:|---:|---:|---:|---|---|"]
+    for r in summary["runs"]:
+        c = r["counts"]
+        secs = r.get("train_seconds")
+        lines.append(
+            f"| {r['name']} | {r['seed']} | {c['total']:,} / {c['embedding']:,} / "
+            f"{c['dense']:,} | {quality_lib.format_count(r.get('flops_per_example'))} | "
+            f"{'n/a' if secs is None else f'{secs:.0f}'} | {r.get('config_source')} "
+            f"{' '.join('--set ' + o for o in r.get('overrides') or [])} | {r['model_dir']} |")
+    return lines
+
+
+def table_markdown(summary: Mapping[str, Any], command: Optional[str] = None) -> str:
+    """The markdown of a `quality` or `ablation` summary (module docstring)."""
+    if summary["kind"] == "ablation":
+        title = f"Ablation of {summary['model']}: {summary['preset']} preset"
+    else:
+        title = f"Quality benchmark: {summary['preset']} preset"
+    lines = _header(summary, title, command)
+    if summary["kind"] == "ablation":
+        lines.append("- variants: " + "; ".join(
+            f"{k} ({' '.join('--set ' + o for o in v) or 'as configured'})"
+            for k, v in summary["variants"].items()))
+    if summary.get("best_baseline"):
+        lines.append(f"- best baseline (highest mean AUC outside "
+                     f"{', '.join(quality_lib.FOCUS_MODELS)}): {summary['best_baseline']}")
+    lines.append("- oracle: the true click probabilities of the synthetic generator "
+                 "(Bayes-optimal); % of oracle gap closed = (mean - 0.5) / (oracle mean - 0.5)"
+                 " x 100 over the cells both define (per cell in the gap tables below)")
+    for metric in summary["metrics"]:
+        lines += ["", f"## {_METRIC_NAMES.get(metric, metric)} per scenario / task", ""]
+        lines += _row_table(summary, metric)
+    if summary["bootstrap"]:
+        b0 = summary["bootstrap"][0]
+        level = int(round((1 - b0["alpha"]) * 100))
+        lines += ["", f"## Paired bootstrap: AUC difference and {level}% interval", "",
+                  f"{b0['n_boot']} replicates resampling {b0['resampled']} of the eval split, "
+                  f"seed-{b0['seed']} runs; an interval that excludes 0 is a significant "
+                  f"difference. Cells with few positives have wide intervals.", ""]
+        lines += _bootstrap_table(summary)
+    for metric in summary["metrics"]:
+        lines += ["", f"## % of the oracle gap closed per cell ({metric.upper()})", ""]
+        lines += _gap_table(summary, metric)
+    lines += ["", "## Runs", ""] + _runs_table(summary)
+    return "\n".join(lines) + "\n"
+
+
+def scaling_markdown(summary: Mapping[str, Any], command: Optional[str] = None) -> str:
+    """The markdown of a `scaling` summary."""
+    lines = _header(summary, f"Scaling: {', '.join(summary['models'])} on the "
+                             f"{summary['preset']} preset", command)
+    lines.append(f"- budgets: {', '.join(quality_lib.format_count(b) for b in summary['budgets'])}"
+                 f" {summary['match']} parameters (each model sized to each budget)")
+    lines.append(f"- metric: {summary['metric']}"
+                 + (f"; oracle {summary['oracle_mean_auc']:.4f}"
+                    if summary.get("oracle_mean_auc") is not None else ""))
+    lines.append("- FLOPs: forward matmul FLOPs per example (tfmdl.models.cost); training "
+                 "costs about 3x")
+    qauc = any("mean_qauc" in p for p in summary["points"])
+    lines += ["", "| model | budget | params | embedding | dense | FLOPs/example | mean AUC | "
+              + ("mean QAUC | " if qauc else "") + "% of oracle gap closed | train s |",
+              "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if qauc else "") + "---:|---:|"]
+    for p in summary["points"]:
+        secs = p.get("train_seconds")
+        lines.append(
+            f"| {p['model']} | {quality_lib.format_count(p['budget'])} | {p['params']:,} | "
+            f"{p['embedding_params']:,} | {p['dense_params']:,} | "
+            f"{quality_lib.format_count(p['flops_per_example'])} | "
+            f"{_num(p['mean_auc'], '{:.4f}')} | "
+            + (f"{_num(p.get('mean_qauc'), '{:.4f}')} | " if qauc else "")
+            + f"{_num(p['gap_closed'], '{:.1f}')} | "
+            f"{'n/a' if secs is None else f'{secs:.0f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table_report(summary: Dict[str, Any], out_dir: str,
+                       command: Optional[str] = None) -> Dict[str, str]:
+    """Writes ``<kind>.md``, ``<kind>.json`` and ``<kind>.png`` into ``out_dir``;
+    returns their paths."""
+    return _write(summary, out_dir, table_markdown(summary, command), plots.quality_chart,
+                  command)
+
+
+def write_scaling_report(summary: Dict[str, Any], out_dir: str,
+                         command: Optional[str] = None) -> Dict[str, str]:
+    return _write(summary, out_dir, scaling_markdown(summary, command), plots.scaling_chart,
+                  command)
+
+
+def _write(summary, out_dir, markdown, chart, command) -> Dict[str, str]:
+    kind = summary["kind"]
+    paths = {ext: os.path.join(out_dir, f"{kind}.{ext}") for ext in ("md", "json", "png")}
+    os.makedirs(out_dir, exist_ok=True)
+    summary = dict(summary, command=command)
+    quality_lib.write_json(paths["json"], summary)
+    tfrecord.atomic_write_text(paths["md"], markdown)
+    chart(summary, paths["png"])
+    return paths
