@@ -153,10 +153,11 @@ def scenario_task_logits(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor
 
 def scenario_mean(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
                   per_scenario: tf.Tensor) -> tf.Tensor:
-    """``Σ_s m_s x_s / |m|``: ``[B, S, d]`` -> ``[B, d]``, the mean over the instance's
-    scenarios (``m`` the scenario multi-hot), in ``per_scenario``'s dtype."""
+    """``Σ_s m_s x_s / |m|``: ``[B, S, ...]`` -> ``[B, ...]``, the mean over the
+    instance's scenarios (``m`` the scenario multi-hot), in ``per_scenario``'s dtype."""
     mask = tf.cast(scenario_multi_hot(spec, inputs), per_scenario.dtype)         # [B, S]
-    count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    share = tf.reshape(share, [-1, share.shape[1]] + [1] * (per_scenario.shape.rank - 2))
     # multiply + sum, not tf.einsum: Keras 2 cannot reload a functional graph with a
     # tf.einsum op between layers (its variadic inputs do not deserialize)
-    return tf.reduce_sum(per_scenario * mask[:, :, None], axis=1) / count
+    return tf.reduce_sum(share * per_scenario, axis=1)

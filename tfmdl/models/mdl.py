@@ -169,8 +169,9 @@ class _MDLCore:
         if z is None and cfg.scenario_mode == "none":
             # one head per (scenario, task); an instance averages its scenarios' heads
             heads = per_token_ffn.PerTokenDense(S, name="scenario_task_heads")(u)  # [B, K, S]
-            count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)   # [B, 1]
-            return tf.einsum("bks,bs->bk", heads, mask) / count
+            share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+            # multiply + sum, not tf.einsum: a functional-graph einsum does not reload
+            return tf.reduce_sum(heads * tf.cast(share, heads.dtype)[:, None, :], axis=2)
         return per_token_ffn.PerTokenDense(1, name="task_logits")(u)[:, :, 0]
 
 

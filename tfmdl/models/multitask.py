@@ -55,12 +55,7 @@ def check_widths(cfg, *keys: str, allow_empty: bool = True) -> None:
 def scenario_mean(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
                   x: tf.Tensor) -> tf.Tensor:
     """``x`` ``[B, S, ...]`` -> the mean over the instance's scenarios ``[B, ...]``."""
-    mask = tf.cast(common.scenario_multi_hot(spec, inputs), x.dtype)
-    share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
-    share = tf.reshape(share, [-1, share.shape[1]] + [1] * (x.shape.rank - 2))
-    # multiply + sum, not tf.einsum: Keras 2 cannot reload a functional graph with
-    # a tf.einsum op between layers
-    return tf.reduce_sum(share * x, axis=1)
+    return common.scenario_mean(spec, inputs, x)
 
 
 def task_logits(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor], h: tf.Tensor,
