@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from tests.models import zoo_checks
 from tfmdl import models
+from tfmdl.models import common
 from tfmdl.layers import moe
-from tfmdl.models import multitask
 from tfmdl.pipelines import spec as spec_lib
 
 SMALL = {
@@ -109,7 +109,7 @@ def test_scenario_mean_over_multi_valued_scenarios():
         "features": [{"name": "x", "type": "numeric"}]})
     ids = tf.constant([[0, -1, -1], [2, 1, -1], [1, 1, -1]], tf.int64)
     x = np.random.default_rng(0).normal(size=(3, 3, 2, 4)).astype(np.float32)
-    out = multitask.scenario_mean(spec, {"scenario_id": ids}, tf.constant(x)).numpy()
+    out = common.scenario_mean(spec, {"scenario_id": ids}, tf.constant(x)).numpy()
     expected = np.stack([x[0, 0], (x[1, 2] + x[1, 1]) / 2, x[2, 1]])
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tests.models import baseline_checks as checks
 from tfmdl import models
-from tfmdl.models import topology
+from tfmdl.models import common
 from tfmdl.pipelines import spec as spec_lib
 
 SMALL = {
@@ -104,7 +104,7 @@ def test_scenario_mean_over_multi_valued_scenarios():
     spec = types.SimpleNamespace(scenario=types.SimpleNamespace(feature="scenario_id", count=3))
     ids = tf.constant([[0, -1], [2, 1], [1, 1]], tf.int64)       # -1 pads, a repeated id
     x = np.random.default_rng(0).normal(size=(3, 3, 4)).astype(np.float32)
-    out = topology.scenario_mean(spec, {"scenario_id": ids}, tf.constant(x)).numpy()
+    out = common.scenario_mean(spec, {"scenario_id": ids}, tf.constant(x)).numpy()
     expected = np.stack([x[0, 0], (x[1, 2] + x[1, 1]) / 2, x[2, 1]])
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 

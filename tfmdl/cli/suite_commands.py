@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import sys
 
@@ -53,7 +54,7 @@ def _define_common(fv, seeds: bool) -> None:
                              lower_bound=0, flag_values=fv)
 
 
-class _SuiteCommand(Command):
+class _SuiteCommand(Command, abc.ABC):
     """Shared set-up of the three suite commands."""
 
     kind = ""
@@ -111,8 +112,9 @@ class _SuiteCommand(Command):
         print("wrote " + ", ".join(paths[k] for k in ("md", "json", "png")), flush=True)
         return 0
 
+    @abc.abstractmethod
     def execute(self, fv, command: str):
-        raise NotImplementedError
+        """Runs the benchmark; returns ``{"md", "json", "png"}`` output paths."""
 
 
 def _log(line: str) -> None:

@@ -82,6 +82,24 @@ def group_inputs(spec: spec_lib.FeatureSpec, emb: Dict[str, tf.Tensor]) -> List[
     return [concat([emb[n] for n in g]) for g in spec.semantic_groups.values()]
 
 
+def check_min(cfg, minimum: int, *keys: str) -> None:
+    """Raises ValueError naming the first field of ``cfg`` below ``minimum``."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if value < minimum:
+            raise ValueError(f"{key} must be >= {minimum}, got {value}.")
+
+
+def check_widths(cfg, *keys: str, allow_empty: bool = True) -> None:
+    """Raises ValueError naming the first field of ``cfg`` that is not a list of
+    positive widths (or is empty when ``allow_empty`` is False)."""
+    for key in keys:
+        value = tuple(getattr(cfg, key))
+        if any(u < 1 for u in value) or (not value and not allow_empty):
+            need = "" if allow_empty else "a non-empty list of "
+            raise ValueError(f"{key} must hold {need}positive widths, got {list(value)}.")
+
+
 @dataclasses.dataclass
 class BackboneParams:
     """Backbone fields mixed into the config of every model that takes one."""
@@ -94,14 +112,8 @@ class BackboneParams:
     dropout: float = 0.0
 
     def __post_init__(self):
-        if self.backbone_layers < 1:
-            raise ValueError(f"backbone_layers must be >= 1, got {self.backbone_layers}.")
-        for key in ("backbone_width", "backbone_ffn_mult"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}.")
-        if any(u < 1 for u in self.backbone_hidden):
-            raise ValueError(f"backbone_hidden must hold positive widths, got "
-                             f"{list(self.backbone_hidden)}.")
+        check_min(self, 1, "backbone_layers", "backbone_width", "backbone_ffn_mult")
+        check_widths(self, "backbone_hidden")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
 

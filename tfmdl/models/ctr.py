@@ -35,25 +35,13 @@ from tfmdl.models import registry
 from tfmdl.pipelines import spec as spec_lib
 
 
-def _check_positive(cfg, *keys) -> None:
-    for key in keys:
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}.")
-
-
-def _check_widths(cfg, *keys) -> None:
-    for key in keys:
-        if any(u < 1 for u in getattr(cfg, key)):
-            raise ValueError(f"{key} must hold positive widths, got {list(getattr(cfg, key))}.")
-
-
 def _check_dropout(cfg) -> None:
     if not 0 <= cfg.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}.")
 
 
 def _check_cross(cfg) -> None:
-    _check_positive(cfg, "cross_layers")
+    common.check_min(cfg, 1, "cross_layers")
     if cfg.projection_dim < 0:
         raise ValueError(f"projection_dim must be >= 0 (0 = full rank), got "
                          f"{cfg.projection_dim}.")
@@ -78,7 +66,7 @@ class DeepFMConfig:
 
     def __post_init__(self):
         _check_fields(self)
-        _check_widths(self, "hidden", "tower_hidden")
+        common.check_widths(self, "hidden", "tower_hidden")
         _check_dropout(self)
 
 
@@ -91,8 +79,8 @@ class DCNConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        _check_positive(self, "cross_layers")
-        _check_widths(self, "hidden", "tower_hidden")
+        common.check_min(self, 1, "cross_layers")
+        common.check_widths(self, "hidden", "tower_hidden")
         _check_dropout(self)
 
 
@@ -110,7 +98,7 @@ class DCNv2Config:
 
     def __post_init__(self):
         _check_cross(self)
-        _check_widths(self, "hidden", "tower_hidden")
+        common.check_widths(self, "hidden", "tower_hidden")
         _check_dropout(self)
 
 
@@ -129,7 +117,7 @@ class DCNv2MTConfig(common.BackboneParams):
     def __post_init__(self):
         super().__post_init__()
         _check_cross(self)
-        _check_widths(self, "tower_hidden")
+        common.check_widths(self, "tower_hidden")
         if self.structure == "stacked" and self.backbone != "dnn":
             raise ValueError(f"structure 'stacked' puts the backbone MLP on the cross "
                              f"network's output and needs backbone 'dnn', got backbone "
@@ -150,11 +138,11 @@ class XDeepFMConfig:
 
     def __post_init__(self):
         _check_fields(self)
-        _check_widths(self, "hidden", "tower_hidden")
+        common.check_widths(self, "hidden", "tower_hidden")
         _check_dropout(self)
         if not self.cin_layers:
             raise ValueError("cin_layers must list at least one layer size, got [].")
-        _check_widths(self, "cin_layers")
+        common.check_widths(self, "cin_layers")
         if self.cin_split_half and any(h % 2 for h in self.cin_layers[:-1]):
             raise ValueError(f"cin_layers: with cin_split_half every size but the last must "
                              f"be even, got {list(self.cin_layers)}.")

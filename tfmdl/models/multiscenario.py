@@ -77,8 +77,8 @@ class STARConfig(common.BackboneParams):
 
     def __post_init__(self):
         super().__post_init__()
-        multitask.check_widths(self, "star_hidden", "aux_hidden")
-        multitask.check_min(self, 1, "scenario_embedding_dim")
+        common.check_widths(self, "star_hidden", "aux_hidden")
+        common.check_min(self, 1, "scenario_embedding_dim")
         if not 0 <= self.norm_momentum < 1:
             raise ValueError(f"norm_momentum must be in [0, 1), got {self.norm_momentum}.")
 
@@ -130,9 +130,9 @@ class HMoEConfig(common.BackboneParams):
 
     def __post_init__(self):
         super().__post_init__()
-        multitask.check_min(self, 1, "num_experts")
-        multitask.check_widths(self, "expert_hidden", allow_empty=False)
-        multitask.check_widths(self, "tower_hidden")
+        common.check_min(self, 1, "num_experts")
+        common.check_widths(self, "expert_hidden", allow_empty=False)
+        common.check_widths(self, "tower_hidden")
 
 
 @registry.register("hmoe", HMoEConfig, paper="HMoE (Li et al. 2020), MDL baseline")

@@ -34,30 +34,6 @@ from tfmdl.models import registry
 from tfmdl.pipelines import spec as spec_lib
 
 
-def check_min(cfg, minimum: int, *keys: str) -> None:
-    """Raises ValueError naming the first field of ``cfg`` below ``minimum``."""
-    for key in keys:
-        value = getattr(cfg, key)
-        if value < minimum:
-            raise ValueError(f"{key} must be >= {minimum}, got {value}.")
-
-
-def check_widths(cfg, *keys: str, allow_empty: bool = True) -> None:
-    """Raises ValueError naming the first field of ``cfg`` that is not a list of
-    positive widths (or is empty when ``allow_empty`` is False)."""
-    for key in keys:
-        value = tuple(getattr(cfg, key))
-        if any(u < 1 for u in value) or (not value and not allow_empty):
-            need = "" if allow_empty else "a non-empty list of "
-            raise ValueError(f"{key} must hold {need}positive widths, got {list(value)}.")
-
-
-def scenario_mean(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
-                  x: tf.Tensor) -> tf.Tensor:
-    """``x`` ``[B, S, ...]`` -> the mean over the instance's scenarios ``[B, ...]``."""
-    return common.scenario_mean(spec, inputs, x)
-
-
 def task_logits(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor], h: tf.Tensor,
                 tower_hidden, dropout: float, scenario_towers: bool) -> tf.Tensor:
     """Per-task (or per (scenario, task)) towers on ``h`` ``[B, d]`` or ``[B, K, d]``
@@ -79,7 +55,7 @@ class SharedBottomConfig(common.BackboneParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check_widths(self, "tower_hidden")
+        common.check_widths(self, "tower_hidden")
 
 
 @registry.register("shared_bottom", SharedBottomConfig,
@@ -111,9 +87,9 @@ class MMoEConfig(common.BackboneParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check_min(self, 1, "num_experts")
-        check_widths(self, "expert_hidden", allow_empty=False)
-        check_widths(self, "tower_hidden")
+        common.check_min(self, 1, "num_experts")
+        common.check_widths(self, "expert_hidden", allow_empty=False)
+        common.check_widths(self, "tower_hidden")
 
 
 @registry.register("mmoe", MMoEConfig, paper="MMoE (Ma et al. 2018), MDL and PMTA baselines")
@@ -131,7 +107,8 @@ def build_mmoe(spec: spec_lib.FeatureSpec, params: MMoEConfig) -> base.BuiltMode
                                                  params.dropout)
         else:
             if params.scenario_gates:
-                mixed = scenario_mean(spec, inputs, tf.reshape(mixed, [-1, S, K, mixed.shape[-1]]))
+                mixed = common.scenario_mean(
+                    spec, inputs, tf.reshape(mixed, [-1, S, K, mixed.shape[-1]]))
             logits = task_logits(spec, inputs, mixed, params.tower_hidden, params.dropout,
                                  params.scenario_towers)
         return common.task_outputs(spec, logits), {}
@@ -154,14 +131,14 @@ class PLEParams(common.BackboneParams):
 
     def __post_init__(self):
         super().__post_init__()
-        check_min(self, 1, "levels")
-        check_min(self, 0, "shared_experts", "task_experts")
+        common.check_min(self, 1, "levels")
+        common.check_min(self, 0, "shared_experts", "task_experts")
         if self.shared_experts + self.task_experts < 1:
             raise ValueError(f"shared_experts + task_experts must be >= 1, got "
                              f"shared_experts={self.shared_experts}, "
                              f"task_experts={self.task_experts}.")
-        check_widths(self, "expert_hidden", allow_empty=False)
-        check_widths(self, "tower_hidden")
+        common.check_widths(self, "expert_hidden", allow_empty=False)
+        common.check_widths(self, "tower_hidden")
 
 
 def ple_levels(params: PLEParams, num_tasks: int, h: tf.Tensor, num_groups: int = 1,

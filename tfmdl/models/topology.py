@@ -82,12 +82,6 @@ class SpecificAllConfig(common.BackboneParams):
         _check_widths(self, "tower_hidden")
 
 
-def scenario_mean(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
-                  per_scenario: tf.Tensor) -> tf.Tensor:
-    """``Σ_s m_s x_s / |m|``: ``[B, S, d]`` -> ``[B, d]`` for the instance's scenarios."""
-    return common.scenario_mean(spec, inputs, per_scenario)
-
-
 def domain_bottoms(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor], h: tf.Tensor,
                    hidden: Sequence[int], dropout: float = 0.0,
                    name: str = "domain_bottom") -> tf.Tensor:
@@ -100,7 +94,7 @@ def domain_bottoms(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor], h: 
         x = tf.nn.relu(per_token_ffn.PerTokenDense(units, name=f"{name}_{j}")(x))
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{name}_dropout_{j}")(x)
-    return scenario_mean(spec, inputs, x)
+    return common.scenario_mean(spec, inputs, x)
 
 
 @registry.register("shared_top", SharedTopConfig,
