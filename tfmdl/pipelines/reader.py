@@ -19,6 +19,13 @@ see ``shuffle_block``) -> [repeat] -> batch ->
 vectorised ``parse_example`` -> prefetch(AUTOTUNE). Batching before parsing
 lets one ``parse_example`` call handle a whole batch.
 
+Sources: ``source="parquet"`` (or ``"auto"`` on Parquet files) streams Parquet
+files through tensorflow-io into the same batches instead (`tfmdl.pipelines.parquet`,
+the ``io`` extra); the file shuffle, interleave, block shuffle and batching are
+shared, so the same rows, options and seed give the same batches. Paths may be
+``s3://``, ``hdfs://`` or ``az://`` URLs with the ``io`` extra
+(`tfmdl.pipelines.filesystems`).
+
 Under tf.distribute, pass the `tf.distribute.InputContext` from
 ``distribute_datasets_from_function``: files are sharded per input pipeline and
 the batch size becomes the per-replica one. Datasets distributed with
@@ -34,27 +41,42 @@ skipped; `count_skipped` compares the examples read with the shard manifest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from tfmdl.pipelines import filesystems
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
 
 _TF_DTYPES = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}
+TFRECORD = "tfrecord"
+PARQUET = "parquet"
+SOURCES = ("auto", TFRECORD, PARQUET)
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+# Parquet files of a split inside a data directory: DIR/train-*.parquet, or a
+# directory of part files as Spark and Hive write them (DIR/train/*.parquet).
+_PARQUET_SPLIT_PATTERNS = ("{split}-*.parquet", "{split}/*.parquet")
 
 
 class DataError(ValueError):
     """Input data is missing or unreadable; the message names the path."""
 
 
-def resolve_files(pattern: Union[str, Sequence[str]], split: Optional[str] = None) -> List[str]:
+def resolve_files(pattern: Union[str, Sequence[str]], split: Optional[str] = None,
+                  source: str = "auto") -> List[str]:
     """Expands a file pattern, a directory (+ split name) or a list of files.
 
-    ``resolve_files("DIR", "train")`` matches ``DIR/train-*.tfrecord*``.
-    Raises `DataError` naming the path when nothing matches.
+    ``resolve_files("DIR", "train")`` matches ``DIR/train-*.tfrecord*``; when there
+    are none (and ``source`` is "auto" or "parquet"), ``DIR/train-*.parquet`` or
+    ``DIR/train/*.parquet``. Remote paths load their file system first
+    (`filesystems.require`). Raises `DataError` naming the path when nothing
+    matches.
     """
+    _check_source(source)
+    filesystems.require(pattern)
     if isinstance(pattern, (list, tuple)):
         files = [str(p) for p in pattern]
         missing = [p for p in files if not tf.io.gfile.exists(p)]
@@ -68,12 +90,16 @@ def resolve_files(pattern: Union[str, Sequence[str]], split: Optional[str] = Non
         if split is None:
             raise DataError(f"{pattern} is a directory; name a split (train/eval) or a "
                             f"file pattern such as {pattern}/train-*.tfrecord.")
-        pattern = os.path.join(pattern, f"{split}-*.tfrecord*")
-    elif not any(ch in pattern for ch in "*?[") and not tf.io.gfile.exists(pattern):
+        return _split_files(pattern, split, source)
+    if not any(ch in pattern for ch in "*?[") and not tf.io.gfile.exists(pattern):
         parent = os.path.dirname(pattern) or "."
         if not tf.io.gfile.exists(parent):
             raise DataError(f"data directory {parent} does not exist.")
         raise DataError(f"data file {pattern} does not exist.")
+    return _glob(pattern)
+
+
+def _glob(pattern: str) -> List[str]:
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         parent = os.path.dirname(pattern) or "."
@@ -81,6 +107,45 @@ def resolve_files(pattern: Union[str, Sequence[str]], split: Optional[str] = Non
             raise DataError(f"data directory {parent} does not exist.")
         raise DataError(f"no files match {pattern}.")
     return files
+
+
+def _split_files(directory: str, split: str, source: str) -> List[str]:
+    """The files of ``split`` in a data directory: TFRecord shards, else Parquet."""
+    tfrecords = os.path.join(directory, f"{split}-*.tfrecord*")
+    if source == TFRECORD:
+        return _glob(tfrecords)
+    if source == "auto":
+        files = sorted(tf.io.gfile.glob(tfrecords))
+        if files:
+            return files
+    patterns = [os.path.join(directory, p.format(split=split)) for p in _PARQUET_SPLIT_PATTERNS]
+    for parquet_pattern in patterns:
+        files = sorted(tf.io.gfile.glob(parquet_pattern))
+        if files:
+            return files
+    tried = ([tfrecords] if source == "auto" else []) + patterns
+    raise DataError(f"no files match {' nor '.join(tried)}.")
+
+
+def _check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
+
+
+def source_of(files: Sequence[str], source: str = "auto") -> str:
+    """"parquet" when every file ends in a Parquet suffix, "tfrecord" when none
+    does (``source`` other than "auto" is returned as is). Raises `DataError`
+    for a mix."""
+    _check_source(source)
+    if source != "auto":
+        return source
+    parquet = [f.lower().endswith(PARQUET_SUFFIXES) for f in files]
+    if all(parquet):
+        return PARQUET
+    if any(parquet):
+        raise DataError(f"{files[parquet.index(True)]} is Parquet but {files[parquet.index(False)]} "
+                        f"is not; read one kind of file at a time.")
+    return TFRECORD
 
 
 def parsing_spec(spec: spec_lib.FeatureSpec, include_labels: bool = True,
@@ -116,7 +181,9 @@ def parsing_spec(spec: spec_lib.FeatureSpec, include_labels: bool = True,
     return out
 
 
-def _pad_sequence(ragged: tf.RaggedTensor, feature: spec_lib.Feature) -> tf.Tensor:
+def pad_sequence(ragged: tf.RaggedTensor, feature: spec_lib.Feature) -> tf.Tensor:
+    """``[B, None]`` -> ``[B, max_len]`` padded with the feature's pad value (the
+    ``padding`` side; ``pre`` keeps the last ``max_len`` values)."""
     pad = feature.pad_value
     if feature.padding == "post":
         return ragged.to_tensor(default_value=pad, shape=[None, feature.max_len])
@@ -148,27 +215,63 @@ def make_parse_fn(spec: spec_lib.FeatureSpec, include_labels: bool = True,
             features[scen.feature] = parsed[scen.feature]
         for f in spec.features:
             value = parsed[f.name]
-            features[f.name] = _pad_sequence(value, f) if f.type == spec_lib.SEQUENCE else value
+            features[f.name] = pad_sequence(value, f) if f.type == spec_lib.SEQUENCE else value
         if include_passthrough:
             for p in spec.passthrough:
                 features[p.name] = parsed[p.name]
         if not include_labels:
             return features
-        labels, weights = {}, {}
-        for t in spec.tasks:
-            raw = parsed[t.label]
-            valid = (raw == 0) | (raw == 1) | (raw == -1)
-            check = tf.debugging.Assert(
-                tf.reduce_all(valid),
-                [f"label {t.label} of task {t.name} must be 0, 1 or -1 (missing); got",
-                 tf.boolean_mask(raw, ~valid)[:5]])
-            with tf.control_dependencies([check]):
-                present = tf.cast(raw >= 0, tf.float32)
-            labels[t.name] = tf.cast(tf.maximum(raw, 0), tf.float32)
-            weights[t.name] = present
-        return features, labels, weights
+        return (features,) + labels_and_weights(spec, parsed)
 
     return parse
+
+
+def labels_and_weights(spec: spec_lib.FeatureSpec, raw: Dict[str, tf.Tensor]
+                       ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    """``({task: label}, {task: weight})`` from the int64 label columns ``raw``
+    (keyed by label column): -1 is a missing label (label 0, weight 0); any value
+    other than 0, 1 and -1 fails with an error naming the label."""
+    labels, weights = {}, {}
+    for t in spec.tasks:
+        values = raw[t.label]
+        valid = (values == 0) | (values == 1) | (values == -1)
+        check = tf.debugging.Assert(
+            tf.reduce_all(valid),
+            [f"label {t.label} of task {t.name} must be 0, 1 or -1 (missing); got",
+             tf.boolean_mask(values, ~valid)[:5]])
+        with tf.control_dependencies([check]):
+            present = tf.cast(values >= 0, tf.float32)
+        labels[t.name] = tf.cast(tf.maximum(values, 0), tf.float32)
+        weights[t.name] = present
+    return labels, weights
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """The pipeline options `make_dataset` shares between its sources."""
+    batch_size: int
+    shuffle: bool = True
+    seed: Optional[int] = None
+    shuffle_buffer: int = 10_000
+    shuffle_block: int = 32
+    repeat: Union[bool, int] = False
+    cache: bool = False
+    drop_remainder: bool = False
+    ignore_errors: bool = False
+    cycle_length: Optional[int] = None
+    num_workers: Optional[int] = None
+
+    @property
+    def deterministic(self) -> bool:
+        return self.seed is not None or not self.shuffle
+
+    @property
+    def block(self) -> int:
+        """Records moved as one shuffle unit (1 without shuffling)."""
+        return self.shuffle_block if self.shuffle else 1
+
+    def cycle(self, num_files: int) -> int:
+        return self.cycle_length or min(num_files, 8)
 
 
 def make_dataset(spec: spec_lib.FeatureSpec,
@@ -189,7 +292,8 @@ def make_dataset(spec: spec_lib.FeatureSpec,
                  cycle_length: Optional[int] = None,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  compression: Optional[str] = "auto",
-                 num_workers: Optional[int] = None) -> tf.data.Dataset:
+                 num_workers: Optional[int] = None,
+                 source: str = "auto") -> tf.data.Dataset:
     """Builds the `tf.data` pipeline described in the module docstring.
 
     Args:
@@ -215,66 +319,110 @@ def make_dataset(spec: spec_lib.FeatureSpec,
       ignore_errors: skip the rest of a corrupt file instead of failing.
       cycle_length: files read in parallel (default: min(#files, 8)).
       input_context: tf.distribute input context for per-pipeline sharding.
-      compression: "auto" (GZIP for ``*.gz``), None or "GZIP".
+      compression: "auto" (GZIP for ``*.gz``), None or "GZIP" (TFRecord only).
       num_workers: workers of a multi-worker strategy; with fewer files than
         workers, auto-sharding splits records instead of files.
+      source: "auto" (Parquet when the files end in ``.parquet``), "tfrecord" or
+        "parquet" (`tfmdl.pipelines.parquet`, needs the ``io`` extra).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    files = resolve_files(pattern, split)
+    if shuffle_block <= 0:
+        raise ValueError(f"shuffle_block must be positive, got {shuffle_block}.")
+    files = resolve_files(pattern, split, source)
+    kind = source_of(files, source)
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        files = _shard_files(files, input_context, pattern)
+    options = PipelineOptions(
+        batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
+        shuffle_block=shuffle_block, repeat=repeat, cache=cache, drop_remainder=drop_remainder,
+        ignore_errors=ignore_errors, cycle_length=cycle_length, num_workers=num_workers)
+    if kind == PARQUET:
+        from tfmdl.pipelines import parquet  # pylint: disable=g-import-not-at-top
+
+        return parquet.make_dataset(spec, files, options, include_labels=include_labels,
+                                    include_passthrough=include_passthrough)
     if compression == "auto":
         kinds = {tfrecord.compression_of(f) for f in files}
         if len(kinds) > 1:
             raise DataError(f"{pattern}: mixes GZIP and uncompressed shards; keep one kind.")
         compression = kinds.pop()
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-        if input_context.num_input_pipelines > 1:
-            if len(files) < input_context.num_input_pipelines:
-                raise DataError(
-                    f"{pattern}: {len(files)} file(s) cannot be sharded over "
-                    f"{input_context.num_input_pipelines} input pipelines; write at least "
-                    f"one shard per worker.")
-            files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
-    deterministic = seed is not None or not shuffle
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    cycle = cycle_length or min(len(files), 8)
+    units = _tfrecord_units(files, options, compression)
+    parse = make_parse_fn(spec, include_labels, include_passthrough)
+    return finish_pipeline(units, parse, options, num_files=len(files),
+                           unbatch=options.block > 1)
 
-    if shuffle_block <= 0:
-        raise ValueError(f"shuffle_block must be positive, got {shuffle_block}.")
-    block = shuffle_block if shuffle else 1
+
+def _shard_files(files: List[str], ctx: tf.distribute.InputContext, pattern) -> List[str]:
+    if ctx.num_input_pipelines <= 1:
+        return files
+    if len(files) < ctx.num_input_pipelines:
+        raise DataError(
+            f"{pattern}: {len(files)} file(s) cannot be sharded over "
+            f"{ctx.num_input_pipelines} input pipelines; write at least "
+            f"one shard per worker.")
+    return files[ctx.input_pipeline_id::ctx.num_input_pipelines]
+
+
+def _tfrecord_units(files: List[str], options: PipelineOptions,
+                    compression: Optional[str]) -> tf.data.Dataset:
+    """Interleaved shuffle units: blocks of ``options.block`` records of one file
+    (single records without shuffling)."""
+    block = options.block
 
     def read_file(path):
         records = tf.data.TFRecordDataset(path, compression_type=compression or "",
                                           buffer_size=1 << 20)
-        if ignore_errors:
+        if options.ignore_errors:
             records = records.apply(tf.data.experimental.ignore_errors(log_warning=True))
         return records.batch(block) if block > 1 else records
 
-    ds = ds.interleave(read_file, cycle_length=cycle, block_length=1 if block > 1 else 16,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(max(shuffle_buffer // block, 1), seed=seed, reshuffle_each_iteration=True)
-    if block > 1:
+    return interleave_files(tf.data.Dataset.from_tensor_slices(files), read_file, options,
+                            len(files), block_length=1 if block > 1 else 16)
+
+
+def interleave_files(items: tf.data.Dataset, read_file: Callable, options: PipelineOptions,
+                     num_files: int, block_length: int) -> tf.data.Dataset:
+    """Shuffles the per-file ``items`` (seeded) and interleaves ``read_file(item)``."""
+    if options.shuffle:
+        items = items.shuffle(num_files, seed=options.seed, reshuffle_each_iteration=True)
+    return items.interleave(read_file, cycle_length=options.cycle(num_files),
+                            block_length=block_length, num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=options.deterministic)
+
+
+def finish_pipeline(units: tf.data.Dataset, parse: Callable, options: PipelineOptions, *,
+                    num_files: int, unbatch: bool = False, rebatch: bool = False,
+                    auto_shard: Optional[tf.data.experimental.AutoShardPolicy] = None
+                    ) -> tf.data.Dataset:
+    """[cache] -> shuffle units -> [unbatch] -> [repeat] -> batch (or rebatch
+    batched units) -> parse -> prefetch, with the distribution options."""
+    ds = units.cache() if options.cache else units
+    if options.shuffle:
+        ds = ds.shuffle(max(options.shuffle_buffer // options.block, 1), seed=options.seed,
+                        reshuffle_each_iteration=True)
+    if unbatch:
         ds = ds.unbatch()
-    if repeat is True:
+    if options.repeat is True:
         ds = ds.repeat()
-    elif repeat:
-        ds = ds.repeat(int(repeat))
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(make_parse_fn(spec, include_labels, include_passthrough),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    elif options.repeat:
+        ds = ds.repeat(int(options.repeat))
+    if rebatch:
+        ds = ds.rebatch(options.batch_size, drop_remainder=options.drop_remainder)
+    else:
+        ds = ds.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=options.deterministic)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE if len(files) >= (num_workers or 1)
-        else tf.data.experimental.AutoShardPolicy.DATA)
-    options.deterministic = deterministic
-    return ds.with_options(options)
+    tf_options = tf.data.Options()
+    if auto_shard is None:
+        auto_shard = (tf.data.experimental.AutoShardPolicy.FILE
+                      if num_files >= (options.num_workers or 1)
+                      else tf.data.experimental.AutoShardPolicy.DATA)
+    tf_options.experimental_distribute.auto_shard_policy = auto_shard
+    tf_options.deterministic = options.deterministic
+    return ds.with_options(tf_options)
 
 
 def find_corrupt_record(files: Sequence[str], compression: Optional[str] = "auto"
