@@ -1,23 +1,35 @@
 # The two commands: `make demo` and `make test`. Both create .venv and install
 # tfmdl into it when missing; a stamp keyed on the packaging files keeps a
-# second run quick.
+# second run quick. `make test` also creates .venv-io, the io extra's
+# TensorFlow 2.17 environment (tensorflow-io), and runs the io-marked tests there.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfmdl-installed
+VENV_IO := .venv-io
+BIN_IO := $(VENV_IO)/bin
+STAMP_IO := $(VENV_IO)/.tfmdl-installed
 DEMO_DIR ?= demo_out
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv venv-io clean
 
 venv: $(STAMP)
+
+venv-io: $(STAMP_IO)
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[dev,serving,bench,plots]'
 	touch $(STAMP)
+
+$(STAMP_IO): setup.cfg pyproject.toml Makefile
+	test -x $(BIN_IO)/python || $(PYTHON) -m venv $(VENV_IO)
+	$(BIN_IO)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN_IO)/python -m pip install --quiet -e '.[io,io-test,dev]'
+	touch $(STAMP_IO)
 
 demo: $(STAMP)
 	$(BIN)/tfmdl data synth --preset=feed --train=200000 --eval=50000 --seed=0 \
@@ -31,8 +43,11 @@ demo: $(STAMP)
 	$(BIN)/tfmdl predict --export_dir=$(DEMO_DIR)/export/mdl_feed \
 	    --input=$(DEMO_DIR)/feed/eval-00000.tfrecord --limit=5
 
-test: $(STAMP)
+# The main suite skips the io-marked tests (no tensorflow-io in .venv); .venv-io
+# runs exactly those. Either failing fails the target.
+test: $(STAMP) $(STAMP_IO)
 	$(BIN)/python -m pytest -q --timeout=900 tests
+	$(BIN_IO)/python -m pytest -q --timeout=600 -m io tests/io
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
+	rm -rf $(VENV) $(VENV_IO) $(DEMO_DIR) build *.egg-info

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmdl import metrics
+from tfmdl.pipelines import filesystems
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
@@ -85,12 +86,14 @@ class Predictions:
 # --------------------------------------------------------------------------- #
 # Prediction
 # --------------------------------------------------------------------------- #
-def _resolve_data(data: Union[str, Sequence[str]], split: str) -> List[str]:
+def _resolve_data(data: Union[str, Sequence[str]], split: str,
+                  source: str = "auto") -> List[str]:
     """The split's files; a missing data directory is named as such."""
+    filesystems.require(data)
     if isinstance(data, str) and not any(ch in data for ch in "*?[") \
             and not tf.io.gfile.exists(data):
         raise reader.DataError(f"data directory {data} does not exist.")
-    return reader.resolve_files(data, split)
+    return reader.resolve_files(data, split, source)
 
 
 def _multi_hot(scen: np.ndarray, num: int) -> np.ndarray:
@@ -110,7 +113,7 @@ def _key_values(tensor) -> np.ndarray:
 
 
 def predict(built, spec: spec_lib.FeatureSpec, data: Union[str, Sequence[str]],
-            split: str = "eval", batch_size: int = 4096) -> Predictions:
+            split: str = "eval", batch_size: int = 4096, source: str = "auto") -> Predictions:
     """Runs ``built.model`` over a data split, streaming.
 
     Args:
@@ -120,6 +123,7 @@ def predict(built, spec: spec_lib.FeatureSpec, data: Union[str, Sequence[str]],
       data: a data directory (with ``split``), a file pattern or a list of files.
       split: "eval" or "train" when ``data`` is a directory.
       batch_size: examples per model call.
+      source: "auto", "tfrecord" or "parquet" (`reader.make_dataset`).
 
     Returns:
       `Predictions` in file order (deterministic).
@@ -127,8 +131,9 @@ def predict(built, spec: spec_lib.FeatureSpec, data: Union[str, Sequence[str]],
     Raises:
       reader.DataError: missing data, or a corrupt shard (named).
     """
-    files = _resolve_data(data, split)
-    ds = reader.make_dataset(spec, files, batch_size, shuffle=False, include_passthrough=True)
+    files = _resolve_data(data, split, source)
+    ds = reader.make_dataset(spec, files, batch_size, shuffle=False, include_passthrough=True,
+                             source=source)
     tasks = list(spec.task_names)
     scen = spec.scenario
     input_names = [scen.feature] + list(spec.feature_names)
@@ -301,7 +306,7 @@ def format_report_markdown(report: Mapping) -> str:
 
 
 def evaluate(model_dir: str, data_dir: str, split: str = "eval",
-             batch_size: int = 4096) -> Dict[str, Any]:
+             batch_size: int = 4096, source: str = "auto") -> Dict[str, Any]:
     """Evaluates the trained model of ``model_dir`` on a data split.
 
     Writes ``model_dir/eval.json`` (this report) and ``model_dir/eval.md`` (its
@@ -319,7 +324,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "eval",
     built, config = model_dir_lib.load_trained(model_dir)
     spec = built.spec
     _check_data_spec(spec, data_dir, model_dir)
-    preds = predict(built, spec, data_dir, split=split, batch_size=batch_size)
+    preds = predict(built, spec, data_dir, split=split, batch_size=batch_size, source=source)
     table = _table_of(preds)
     report: Dict[str, Any] = {
         "model_dir": model_dir,

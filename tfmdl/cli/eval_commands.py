@@ -6,6 +6,7 @@ import sys
 
 from absl import flags
 
+from tfmdl.cli import train_commands
 from tfmdl.cli.command import Command
 
 
@@ -39,6 +40,7 @@ the oracle gap closed are shown. Writes M/eval.json and M/eval.md and prints eva
                             flag_values=fv)
         flags.DEFINE_integer("batch_size", 4096, "examples per model call", lower_bound=1,
                              flag_values=fv)
+        train_commands.define_source_flag(fv)
         flags.mark_flag_as_required("model_dir", flag_values=fv)
         flags.mark_flag_as_required("data", flag_values=fv)
 
@@ -47,7 +49,7 @@ the oracle gap closed are shown. Writes M/eval.json and M/eval.md and prints eva
 
         try:
             report = evaluation.evaluate(fv.model_dir, fv.data, split=fv.split,
-                                         batch_size=fv.batch_size)
+                                         batch_size=fv.batch_size, source=fv.source)
         except _errors() as exc:
             sys.stderr.write(f"tfmdl evaluate: {_message(exc)}\n")
             return 2

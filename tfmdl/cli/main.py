@@ -93,7 +93,38 @@ def _main(argv: List[str]) -> int:
 
 def run() -> None:
     """Console entry point."""
-    app.run(_main, flags_parser=_parse)
+    try:
+        app.run(_main, flags_parser=_parse)
+    except SystemExit as exc:
+        _exit_after_tensorflow_io(exc)
+        raise
+
+
+def _exit_after_tensorflow_io(exc: SystemExit) -> None:
+    """Exits at once, with ``exc``'s code, when tensorflow-io was loaded.
+
+    tensorflow-io's bundled AWS SDK aborts in C++ static destructors at interpreter
+    exit ("pure virtual method called", exit code 134) after its S3 client has
+    been used, which would turn a successful ``tfmdl train --model_dir=s3://...``
+    into a failure. Python's own exit work (flushing output and logs) is done
+    here; only the destructors are skipped.
+    """
+    from tfmdl.pipelines import filesystems  # pylint: disable=g-import-not-at-top
+
+    if not filesystems.tensorflow_io_loaded():
+        return
+    code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    import logging  # pylint: disable=g-import-not-at-top
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ prints the throughput ratio signature / Keras (target >= 0.8)."""
             info = export.read_info(export_dir)
             spec = export.load_spec(export_dir)
             model_dir = fv.model_dir or info["model_dir"]
-            records = warmup.read_records(fv.data, fv.split, limit=4 * sizes[-1])
+            records = warmup.read_records(fv.data, fv.split, limit=4 * sizes[-1], spec=spec)
             serve = tf.saved_model.load(export_dir).signatures[sig_lib.SERVING_DEFAULT]
             built, _ = model_dir_lib.load_trained(model_dir)
         except (KeyError,) + _errors() as exc:

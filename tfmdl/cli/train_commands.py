@@ -16,7 +16,9 @@ BackupAndRestore state (re-running the same command resumes a killed run),
 TensorBoard logs, the resolved config and the final weights into --model_dir.
 --warm_start_from=<model_dir> first restores the same-named weights of a trained model
 (PMTA's backbone warm-up, docs/pmta.md). Cluster strategies read TF_CONFIG (README,
-'Distributed training')."""
+'Distributed training'). --data may hold Parquet files instead of TFRecord shards
+(--source), and --data, --model_dir and --warm_start_from may be s3://, hdfs:// or
+az:// URLs (both need the io extra, docs/io.md)."""
 
     name = "train"
     summary = "train a configured model (model.fit, tf.distribute, XLA, checkpoints)"
@@ -42,6 +44,7 @@ TensorBoard logs, the resolved config and the final weights into --model_dir.
                             "of the same layer and variable names initialise this model "
                             "(PMTA's parameter warm-up); restored/unmatched variables are "
                             "logged", flag_values=fv)
+        define_source_flag(fv)
         flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"],
                           "Keras verbosity (1: progress bar, 2: a line per epoch)",
                           flag_values=fv)
@@ -64,13 +67,14 @@ TensorBoard logs, the resolved config and the final weights into --model_dir.
             trainer.configure_cpu_devices(fv.cpu_devices)
             strategy = trainer.make_strategy(fv.strategy)
             run = trainer.prepare(fv.config, fv.data, fv.model_dir, strategy=strategy,
-                                  overrides=overrides, warm_start_from=fv.warm_start_from)
+                                  overrides=overrides, warm_start_from=fv.warm_start_from,
+                                  source=fv.source)
             if run.warm_start is not None:
                 print(run.warm_start.summary(), flush=True)
             print(f"training {run.config.model} on {fv.data} -> {fv.model_dir} "
                   f"(strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} "
                   f"replica(s), XLA {'on' if run.jit_compile else 'off'})", flush=True)
-            files = reader.resolve_files(fv.data, "train")
+            files = reader.resolve_files(fv.data, "train", fv.source)
             with reader.naming_corrupt_files(files):
                 history = run.fit(verbose=fv.verbose if fv.verbose == "auto" else int(fv.verbose))
             summary = run.finish(history)
@@ -88,6 +92,14 @@ TensorBoard logs, the resolved config and the final weights into --model_dir.
         print(f"weights: {fv.model_dir}/weights/final; evaluate with: tfmdl evaluate "
               f"--model_dir={fv.model_dir} --data={fv.data}")
         return 0
+
+
+def define_source_flag(fv) -> None:
+    """--source: the data's format (`reader.make_dataset`'s ``source``)."""
+    flags.DEFINE_enum("source", "auto", ["auto", "tfrecord", "parquet"],
+                      "data format: auto (TFRecord shards DIR/<split>-*.tfrecord*, else Parquet "
+                      "DIR/<split>-*.parquet or DIR/<split>/*.parquet), tfrecord, or parquet "
+                      "(read through tensorflow-io: the io extra, docs/io.md)", flag_values=fv)
 
 
 def _first_line(message: str) -> str:

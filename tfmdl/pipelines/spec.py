@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from tfmdl.config import suggest as _suggest
+from tfmdl.pipelines import filesystems
 
 CATEGORICAL = "categorical"
 NUMERIC = "numeric"
@@ -322,16 +323,16 @@ class FeatureSpec:
 
 
 def load_spec(path: str) -> FeatureSpec:
-    """Reads and validates a spec YAML file; errors name the file and key path."""
-    if os.path.isdir(path):
+    """Reads and validates a spec YAML file (or ``DIR/spec.yaml``; remote URLs
+    through `filesystems`); errors name the file and key path."""
+    if filesystems.isdir(path):
         path = os.path.join(path, "spec.yaml")
-    if not os.path.exists(path):
+    if not filesystems.exists(path):
         raise SpecError(f"{path}: spec file not found.")
-    with open(path, "r", encoding="utf-8") as fh:
-        try:
-            raw = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        raw = yaml.safe_load(filesystems.read_text(path))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
     try:
         return FeatureSpec.from_dict(raw, source=path)
     except SpecError as exc:
@@ -340,10 +341,7 @@ def load_spec(path: str) -> FeatureSpec:
 
 def save_spec(spec: FeatureSpec, path: str) -> None:
     """Writes the spec as YAML atomically (temporary file, then rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(spec.to_yaml())
-    os.replace(tmp, path)
+    filesystems.write_text(path, spec.to_yaml())
 
 
 _TOP_KEYS = ("name", "scenario", "tasks", "features", "passthrough", "group_keys",
@@ -465,9 +463,9 @@ class _SpecParser:
             if not isinstance(value, str):
                 raise SpecError(f"{path}.vocabulary_file: expected a path, got {value!r}.")
             resolved = value
-            if self.source and not os.path.isabs(value):
+            if self.source and not filesystems.is_absolute(value):
                 resolved = os.path.join(os.path.dirname(self.source), value)
-            if not os.path.exists(resolved):
+            if not filesystems.exists(resolved):
                 raise SpecError(f"{path}.vocabulary_file: file {resolved!r} does not exist.")
             return {key: resolved}
         if not isinstance(value, list) or not value:

@@ -15,8 +15,16 @@ Atomicity: everything is written into the hidden directory ``E/NAME/.tmp-V-<pid>
 and renamed to ``E/NAME/V`` only when complete. TF Serving only considers
 integer-named children of ``E/NAME``, so it never sees a partial export, and a
 killed export leaves only the temporary directory, which the next export of the
-same model removes (when the process that wrote it no longer runs). On object
-stores (``gs://``) a directory rename is a copy and is not atomic.
+same model removes (when the process that wrote it no longer runs).
+
+Object stores (``s3://``, ``gs://``, ``az://``) have no directory rename: the
+files are copied to ``E/NAME/V`` one by one with ``saved_model.pb`` last
+(`filesystems.publish_dir`), so ``V`` is visible during the copy but holds no
+loadable SavedModel until it is complete; TF Serving logs a failed load of such
+a version and retries it. A failed copy removes ``V`` again; a process killed
+during the copy leaves ``V`` without ``saved_model.pb``, to be deleted by hand.
+``hdfs://`` renames are atomic. ``s3://``, ``hdfs://`` and ``az://`` need the
+``io`` extra.
 
 The module is saved with ``tf.saved_model.save`` (not ``keras.Model.save``), so
 the export depends on no tfmdl Python code; see `tfmdl.serving.signatures`.
@@ -33,6 +41,7 @@ from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 
+from tfmdl.pipelines import filesystems
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.serving import signatures as sig_lib
 from tfmdl.serving import warmup as warmup_lib
@@ -40,6 +49,7 @@ from tfmdl.serving import warmup as warmup_lib
 ASSETS_EXTRA = warmup_lib.ASSETS_EXTRA
 SPEC_ASSET = "spec.yaml"
 INFO_ASSET = "tfmdl_export.json"
+SAVED_MODEL = "saved_model.pb"
 VOCABULARIES = "vocabularies"
 _TMP_PATTERN = re.compile(r"^\.tmp-(\d+)-(\d+)$")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -122,7 +132,8 @@ def write_spec_asset(spec: spec_lib.FeatureSpec, assets_dir: str) -> str:
 def resolve_export_dir(path: str) -> str:
     """``path`` itself when it holds a SavedModel (``E/NAME/V``), else its latest
     integer version (``E/NAME`` -> ``E/NAME/<largest V>``), as TF Serving picks."""
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    filesystems.require(path)
+    if tf.io.gfile.exists(os.path.join(path, SAVED_MODEL)):
         return path
     existing = versions(path)
     if existing:
@@ -173,7 +184,7 @@ def _info(model_dir: str, model_name: str, version: int, config, spec: spec_lib.
     return {
         "model_name": model_name,
         "version": version,
-        "model_dir": os.path.abspath(model_dir),
+        "model_dir": filesystems.absolute(model_dir),
         "model": config.model,
         "tasks": spec.task_names,
         "scenario": {"feature": spec.scenario.feature, "names": list(spec.scenario.names)},
@@ -220,6 +231,7 @@ def export(model_dir: str, export_base: str, model_name: str, *,
     from tfmdl.training import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
 
     _check_args(model_name, version)
+    filesystems.require(model_dir, export_base, data)
     if not tf.io.gfile.isdir(model_dir):
         raise model_dir_lib.ModelDirError(f"model directory {model_dir} does not exist.")
     warmup_data = _warmup_data(model_dir, data) if warmup else None
@@ -239,7 +251,7 @@ def export(model_dir: str, export_base: str, model_name: str, *,
         logs, warmup_info = [], None
         if warmup:
             logs = _checked_warmup(module, built.spec, model_name, warmup_data, split)
-            warmup_info = {"data": os.path.abspath(warmup_data), "split": split,
+            warmup_info = {"data": filesystems.absolute(warmup_data), "split": split,
                            "requests": [list(r) for r in warmup_lib.DEFAULT_REQUESTS]}
         tf.saved_model.save(module, tmp, signatures=module.signatures())
         assets = os.path.join(tmp, ASSETS_EXTRA)
@@ -252,7 +264,7 @@ def export(model_dir: str, export_base: str, model_name: str, *,
             fh.write("\n")
         if tf.io.gfile.exists(final):  # another export took this version meanwhile
             raise ExportError(f"{final} appeared while exporting; run the export again.")
-        tf.io.gfile.rename(tmp, final, overwrite=False)
+        filesystems.publish_dir(tmp, final, last=[SAVED_MODEL])
     except BaseException:
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.rmtree(tmp)
@@ -266,7 +278,7 @@ def _checked_warmup(module: sig_lib.ServingModule, spec: spec_lib.FeatureSpec,
     """Builds the warm-up requests and runs them through ``module``: a request that
     fails would make TF Serving refuse the version."""
     batch = max(b for _, b in warmup_lib.DEFAULT_REQUESTS)
-    records = warmup_lib.read_records(data, split, batch)
+    records = warmup_lib.read_records(data, split, batch, spec)
     functions = {sig_lib.SERVING_DEFAULT: module.serve_examples,
                  sig_lib.PREDICT_RAW: lambda **features: module.serve_raw(features)}
     try:

@@ -38,10 +38,22 @@ DEFAULT_REQUESTS: Tuple[Tuple[str, int], ...] = (
     (sig_lib.PREDICT_RAW, 8))
 
 
-def read_records(data: str, split: str = "eval", limit: int = 32) -> List[bytes]:
+def read_records(data: str, split: str = "eval", limit: int = 32,
+                 spec: Optional[spec_lib.FeatureSpec] = None) -> List[bytes]:
     """The first ``limit`` serialized records of a data split (a directory + split,
-    a file pattern or a file), read in file order."""
+    a file pattern or a file), read in file order. Parquet data (which needs
+    ``spec``) is encoded into `tf.train.Example`s (`parquet.read_examples`)."""
     files = reader.resolve_files(data, split)
+    if reader.source_of(files) == reader.PARQUET:
+        from tfmdl.pipelines import parquet  # pylint: disable=g-import-not-at-top
+
+        if spec is None:
+            raise ValueError(f"{data}: warm-up requests from Parquet data need the spec.")
+        examples = parquet.read_examples(spec, files, limit)
+        if not examples:
+            raise reader.DataError(f"{data}: the {split} split holds no rows for warm-up "
+                                   f"requests.")
+        return examples
     out: List[bytes] = []
     for path in files:
         ds = tf.data.TFRecordDataset(path, compression_type=tfrecord.compression_of(path) or "")

@@ -11,6 +11,12 @@
 
 `load_trained` rebuilds the model from config + spec and restores the final
 weights, so evaluation and export never depend on deserialising Python objects.
+
+``M`` may be an ``s3://``, ``hdfs://`` or ``az://`` URL with the ``io`` extra
+(`tfmdl.pipelines.filesystems`): everything here goes through `tf.io.gfile`,
+including Keras' checkpoints and BackupAndRestore state. On an object store each
+rename below is a copy of one object, so a reader still sees either the old or
+the new file.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Optional
 import tensorflow as tf
 import yaml
 
+from tfmdl.pipelines import filesystems
 from tfmdl.pipelines import spec as spec_lib
 
 CONFIG = "config.yaml"
@@ -56,6 +63,7 @@ def load_trained(model_dir: str, weights: Optional[str] = None):
     """
     from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
 
+    filesystems.require(model_dir, weights)
     if not tf.io.gfile.isdir(model_dir):
         raise ModelDirError(f"model directory {model_dir} does not exist.")
     for name in (CONFIG, SPEC):

@@ -45,6 +45,7 @@ from tfmdl import config as config_lib
 from tfmdl.layers import inputs as inputs_lib
 from tfmdl.models import base
 from tfmdl.models import experiment
+from tfmdl.pipelines import filesystems
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
@@ -404,14 +405,20 @@ class TrainingRun:
         return summary
 
 
-def _records(files: Sequence[str]) -> Optional[int]:
+def _records(files: Sequence[str], source: str) -> Optional[int]:
+    """Examples in ``files``: Parquet footers' row counts, or the TFRecord manifest's."""
+    if reader.source_of(files, source) == reader.PARQUET:
+        from tfmdl.pipelines import parquet  # pylint: disable=g-import-not-at-top
+
+        return parquet.total_rows(files)
     return tfrecord.expected_records(list(files))
 
 
 def prepare(config, data_dir: str, model_dir: str, *,
             strategy: Optional[tf.distribute.Strategy] = None,
             overrides: Sequence[str] = (),
-            warm_start_from: Optional[str] = None) -> TrainingRun:
+            warm_start_from: Optional[str] = None,
+            source: str = "auto") -> TrainingRun:
     """Builds, compiles and wires everything for ``model.fit`` (module docstring).
 
     Args:
@@ -424,8 +431,14 @@ def prepare(config, data_dir: str, model_dir: str, *,
         first classifier layers, embedding tables) initialise the new model
         (`tfmdl.training.warm_start`; PMTA's parameter warm-up). A run resumed from
         its BackupAndRestore state continues from that state instead.
+      source: "auto", "tfrecord" or "parquet": the data's format
+        (`reader.make_dataset`).
+
+    Every directory may be an ``s3://``, ``hdfs://`` or ``az://`` URL with the
+    ``io`` extra (`tfmdl.pipelines.filesystems`).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    filesystems.require(data_dir, model_dir, warm_start_from)
     if not tf.io.gfile.isdir(data_dir):
         raise reader.DataError(f"data directory {data_dir} does not exist.")
     exp = experiment.load_config(config, overrides)
@@ -441,11 +454,11 @@ def prepare(config, data_dir: str, model_dir: str, *,
             raise config_lib.ConfigError(
                 f"{where}: training.loss_weights.{task}: no task {task!r} in the spec."
                 f"{config_lib.suggest(task, spec.task_names)}")
-    train_files = reader.resolve_files(data_dir, "train")
+    train_files = reader.resolve_files(data_dir, "train", source)
     eval_files = None
     if tcfg.validate:
         try:
-            eval_files = reader.resolve_files(data_dir, "eval")
+            eval_files = reader.resolve_files(data_dir, "eval", source)
         except reader.DataError:
             eval_files = None
     ps = is_parameter_server(strategy)
@@ -480,12 +493,13 @@ def prepare(config, data_dir: str, model_dir: str, *,
         ds = reader.make_dataset(
             spec, files, tcfg.batch_size, shuffle=training, seed=tcfg.seed,
             shuffle_buffer=tcfg.shuffle_buffer, repeat=True if (training and (ps or tcfg.steps))
-            else False, drop_remainder=jit, input_context=ctx, num_workers=_num_workers())
+            else False, drop_remainder=jit, input_context=ctx, num_workers=_num_workers(),
+            source=source)
         if jit:
             ds = ds.map(lambda f, l, w: (lookup(f), l, w), num_parallel_calls=tf.data.AUTOTUNE)
         return ds
 
-    n_train = _records(train_files)
+    n_train = _records(train_files, source)
     steps_per_epoch = None
     if tcfg.steps:
         steps_per_epoch = max(math.ceil(tcfg.steps / tcfg.epochs), 1)
