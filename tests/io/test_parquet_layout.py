@@ -3,6 +3,7 @@ before reading, naming the file and column. These need pyarrow only (no io extra
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.io import parquet_data
@@ -40,6 +41,15 @@ def test_null_cells_are_refused_with_the_row_group(tmp_path):
     with pytest.raises(parquet.ParquetError,
                        match=rf"{path}: column 'label_click' has 1 null cell\(s\) in row group "
                              r"1\..*Write -1 for a missing label"):
+        parquet.plan(parquet_data.SPEC, [path])
+
+
+def test_nullable_columns_without_statistics_are_refused(tmp_path):
+    path = str(tmp_path / "train-00000.parquet")
+    pq.write_table(parquet_data.table(10), path, write_statistics=False)
+    with pytest.raises(parquet.ParquetError,
+                       match=rf"{path}: column 'scen' is nullable and row group 0 has no "
+                             r"statistics proving it holds no nulls"):
         parquet.plan(parquet_data.SPEC, [path])
 
 

@@ -44,8 +44,8 @@ def s3():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_REGION="us-east-1", S3_ENDPOINT=endpoint, S3_USE_HTTPS="0",
-               S3_VERIFY_SSL="0", TF_CPP_MIN_LOG_LEVEL="2")
+               AWS_REGION="us-east-1", S3_ENDPOINT=endpoint, S3_VERIFY_SSL="0",
+               TF_CPP_MIN_LOG_LEVEL="2")
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     client.create_bucket(Bucket=BUCKET)
@@ -112,6 +112,10 @@ def test_train_evaluate_export_on_s3(s3, feed_dir, tmp_path):
                      "1/assets.extra/tf_serving_warmup_requests", "1/assets.extra/spec.yaml",
                      "1/assets.extra/tfmdl_export.json"):
         assert expected in keys, keys
+    shard = tf.io.gfile.glob(os.path.join(feed_dir, "eval-*.tfrecord"))[0]
+    out = _tfmdl(env, "predict", f"--export_dir=s3://{BUCKET}/export/dnn_feed",
+                 f"--input={shard}", "--limit=3")
+    assert len(out.strip().splitlines()) == 4, out  # a header and three examples
     _check_export_serves(client, feed_dir, str(tmp_path / "export"))
 
 
