@@ -90,7 +90,7 @@ class MLP(keras.layers.Layer):
 
 @keras.utils.register_keras_serializable(package="tfmdl")
 class TaskTowers(keras.layers.Layer):
-    """K per-task towers computed together: one ``einsum`` per tower layer.
+    """K per-task towers computed together: one batched matmul per tower layer.
 
     ``h^k_{j+1} = act(W^k_j h^k_j + b^k_j)`` for every tower k, ending in a
     linear layer to one logit: ``logit_k = w^k · h^k_J + c^k``. The input is
@@ -146,14 +146,18 @@ class TaskTowers(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        x = inputs
-        if x.shape.rank == 2:
-            x = tf.tile(x[:, None, :], [1, self.num_tasks, 1])
-        for layer in self.layers_[:-1]:
-            x = self.activation(layer(x))
+        first = self.layers_[0]
+        if inputs.shape.rank == 2:   # a shared input is mapped by one matmul, not tiled
+            x = per_token_ffn.token_major(first.shared_call(inputs))
+        else:
+            x = first.token_major_call(per_token_ffn.token_major(inputs))
+        # token-major [K, batch, ·] between layers: one batched matmul each
+        for layer in self.layers_[1:]:
+            x = self.activation(x)
             if self.dropout:
                 x = self.drop(x, training=training)
-        return self.layers_[-1](x)[:, :, 0]
+            x = layer.token_major_call(x)
+        return tf.transpose(x[:, :, 0])                                  # [batch, K]
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape([tf.TensorShape(input_shape)[0], self.num_tasks])

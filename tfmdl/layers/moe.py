@@ -13,7 +13,10 @@
 
 Every per-expert and per-gate weight lives in a ``[N, d_in, d_out]`` kernel of a
 `PerTokenDense`; no Python loop runs over experts, gates or tasks (SPEC.md,
-notation paragraph).
+notation paragraph). A shared input is never tiled: `PerTokenDense.shared_call`
+maps it with one matmul. Gated sums are broadcast products summed over the
+(few) experts, which XLA fuses and which avoid gathers whose gradients are
+scatters.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import tf_keras as keras
 
 from tfmdl.layers import dnn
 from tfmdl.layers import per_token_ffn
-from tfmdl.layers.per_token_ffn import PerTokenDense, build_sublayer
+from tfmdl.layers.per_token_ffn import PerTokenDense, build_sublayer, token_major
 
 
 def _check_count(name: str, value, minimum: int = 1) -> int:
@@ -36,14 +39,16 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def _tile(x: tf.Tensor, n: int) -> tf.Tensor:
-    """``[B, d]`` -> ``[B, n, d]`` (the same input for every expert or gate)."""
-    return tf.tile(x[:, None, :], [1, n, 1])
+def gated_sum(weights: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+    """``Σ_j w_j v_j``: weights ``[..., m]``, values ``[..., m, u]`` (broadcastable)
+    -> ``[..., u]``, in the values' dtype."""
+    weights = tf.cast(weights, values.dtype)
+    return tf.reduce_sum(weights[..., None] * values, axis=-2)
 
 
 def mix_experts(expert_outputs: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """``y_g = Σ_e w_{g,e} f_e``: ``[B, E, u]`` experts, ``[B, G, E]`` weights -> ``[B, G, u]``."""
-    return tf.einsum("bge,beu->bgu", tf.cast(weights, expert_outputs.dtype), expert_outputs)
+    return gated_sum(weights, expert_outputs[:, None])
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")
@@ -106,12 +111,20 @@ class Experts(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        x = _tile(inputs, self.num_experts) if inputs.shape.rank == 2 else inputs
-        for layer in self.layers_:
-            x = self.activation(layer(x))
-            if self.drop is not None:
-                x = self.drop(x, training=training)
-        return x
+        first = self.layers_[0]
+        if inputs.shape.rank == 2:
+            x = token_major(first.shared_call(inputs))
+        else:
+            x = first.token_major_call(token_major(inputs))
+        x = self._activate(x, training)
+        # token-major [E, batch, ·] between layers: one batched matmul each, no transposes
+        for layer in self.layers_[1:]:
+            x = self._activate(layer.token_major_call(x), training)
+        return token_major(x)
+
+    def _activate(self, x, training):
+        x = self.activation(x)
+        return x if self.drop is None else self.drop(x, training=training)
 
     def compute_output_shape(self, input_shape):
         shape = self._per_expert_shape(input_shape)
@@ -176,8 +189,9 @@ class Gate(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        x = _tile(inputs, self.num_gates) if inputs.shape.rank == 2 else inputs
-        return tf.nn.softmax(self.logits(x), axis=-1)
+        if inputs.shape.rank == 2:
+            return tf.nn.softmax(self.logits.shared_call(inputs), axis=-1)
+        return tf.nn.softmax(self.logits(inputs), axis=-1)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape([tf.TensorShape(input_shape)[0], self.num_gates,
@@ -271,11 +285,12 @@ class CGC(keras.layers.Layer):
     * shared output (``shared_output=True``, every level but the last)
       ``y_s = Σ_j g^s_j · [all K·m_t + m_s experts]_j``, ``g^s = softmax(W_s x_s)``.
 
-    All experts of all groups are one `Experts` layer (their inputs gathered
-    from the input slots with a static index); the task gates are one `Gate`
-    over ``m_t + m_s`` experts and the shared gates another over
-    ``K·m_t + m_s``; each gate's experts are picked with a static
-    ``tf.gather``. No loop over tasks, experts or groups.
+    All experts of all groups are one `Experts` layer; the task gates are one
+    `Gate` over ``m_t + m_s`` experts and the shared gates another over
+    ``K·m_t + m_s``. Expert inputs, gate inputs and each gate's experts are
+    static slices and reshapes of the slot and expert axes (no gathers, whose
+    gradients are scatters); the gated sums are broadcast products. No loop over
+    tasks, experts or groups.
 
     Input slots: ``[batch, d]`` (the same input everywhere: the first level) or
     ``[batch, N·(K+1), d]`` with group ``n``'s slots ``n·(K+1) + k`` for tasks
@@ -331,22 +346,6 @@ class CGC(keras.layers.Layer):
         self.shared_gate = (Gate(N, per_group, name="shared_gate",
                                  kernel_initializer=keras.initializers.deserialize(init))
                             if self.shared_output else None)
-        # static index tables (numpy, so they are constants of the graph)
-        groups = np.arange(N)
-        slot = lambda n, k: n * (K + 1) + k  # noqa: E731
-        # input slot of every expert: task k's experts read slot k, shared ones slot K
-        self._expert_slot = np.concatenate(
-            [np.concatenate([np.repeat([slot(n, k) for k in range(K)], mt),
-                             np.full(ms, slot(n, K))]) for n in groups]).astype(np.int32)
-        self._task_slot = np.array([slot(n, k) for n in groups for k in range(K)], np.int32)
-        self._shared_slot = np.array([slot(n, K) for n in groups], np.int32)
-        # experts each task gate mixes: its own m_t experts, then the group's m_s shared
-        self._task_experts_idx = np.array(
-            [[n * per_group + k * mt + j for j in range(mt)]
-             + [n * per_group + K * mt + j for j in range(ms)]
-             for n in groups for k in range(K)], np.int32)              # [N*K, mt+ms]
-        self._shared_experts_idx = np.array(
-            [[n * per_group + j for j in range(per_group)] for n in groups], np.int32)
 
     @property
     def num_slots(self) -> int:
@@ -371,25 +370,42 @@ class CGC(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         self._check_input(inputs.shape)
+        K, mt, ms, N = self.num_tasks, self.task_experts, self.shared_experts, self.num_groups
         if inputs.shape.rank == 2:
             expert_in, task_in, shared_in = inputs, inputs, inputs
         else:
-            expert_in = tf.gather(inputs, self._expert_slot, axis=1)
-            task_in = tf.gather(inputs, self._task_slot, axis=1)
-            shared_in = tf.gather(inputs, self._shared_slot, axis=1)
-        experts = self.experts(expert_in, training=training)                  # [B, NE, u]
-        chosen = tf.gather(experts, self._task_experts_idx, axis=1)           # [B, NK, m, u]
-        weights = tf.cast(self.task_gate(task_in), experts.dtype)             # [B, NK, m]
-        tasks = tf.einsum("bgm,bgmu->bgu", weights, chosen)                   # [B, NK, u]
+            expert_in, task_in, shared_in = self._slot_inputs(inputs)
+        experts = self.experts(expert_in, training=training)              # [B, N·P, u]
+        u = experts.shape[-1]
+        grouped = tf.reshape(experts, [-1, N, K * mt + ms, u])            # [B, N, P, u]
+        # tf.split, not slicing: a split's gradient is one concat, a slice's a
+        # zero-filled StridedSliceGrad per slice (the slowest op of PLE's step)
+        own, shared_experts = tf.split(grouped, [K * mt, ms], axis=2)
+        # task k's experts (the batch size is explicit: with m_t = 0 there is nothing to infer it from)
+        own = tf.reshape(own, [tf.shape(experts)[0], N, K, mt, u])
+        weights = tf.reshape(self.task_gate(task_in), [-1, N, K, mt + ms])
+        own_weights, shared_weights = tf.split(weights, [mt, ms], axis=-1)
+        tasks = (gated_sum(own_weights, own)
+                 + gated_sum(shared_weights, shared_experts[:, :, None]))  # [B, N, K, u]
         if self.shared_gate is None:
-            return tasks
-        chosen = tf.gather(experts, self._shared_experts_idx, axis=1)         # [B, N, E, u]
-        weights = tf.cast(self.shared_gate(shared_in), experts.dtype)         # [B, N, E]
-        shared = tf.einsum("bgm,bgmu->bgu", weights, chosen)                  # [B, N, u]
-        K, N = self.num_tasks, self.num_groups
-        out = tf.concat([tf.reshape(tasks, [-1, N, K, tasks.shape[-1]]),
-                         shared[:, :, None, :]], axis=2)                      # [B, N, K+1, u]
-        return tf.reshape(out, [-1, N * (K + 1), tasks.shape[-1]])
+            return tf.reshape(tasks, [-1, N * K, u])
+        shared = gated_sum(self.shared_gate(shared_in), grouped)           # [B, N, u]
+        out = tf.concat([tasks, shared[:, :, None]], axis=2)               # [B, N, K+1, u]
+        return tf.reshape(out, [-1, N * (K + 1), u])
+
+    def _slot_inputs(self, inputs):
+        """Expert, task-gate and shared-gate inputs from ``[B, N·(K+1), d]`` slots."""
+        K, mt, ms, N = self.num_tasks, self.task_experts, self.shared_experts, self.num_groups
+        d = inputs.shape[-1]
+        slots = tf.reshape(inputs, [-1, N, K + 1, d])
+        task_in, shared_in = tf.split(slots, [K, 1], axis=2)            # [B,N,K,d], [B,N,1,d]
+        if mt == 1 and ms == 1:   # one expert per slot: the slots are the expert inputs
+            expert_in = inputs
+        else:                     # task k's m_t experts read slot k, the m_s shared slot K
+            own = tf.repeat(task_in, mt, axis=2)                          # [B, N, K·mt, d]
+            shared = tf.repeat(shared_in, ms, axis=2)                     # [B, N, ms, d]
+            expert_in = tf.reshape(tf.concat([own, shared], axis=2), [-1, N * (K * mt + ms), d])
+        return expert_in, tf.reshape(task_in, [-1, N * K, d]), shared_in[:, :, 0]
 
     def compute_output_shape(self, input_shape):
         n = self.num_slots if self.shared_output else self.num_groups * self.num_tasks
