@@ -122,3 +122,16 @@ def test_bad_cells_fail_naming_the_column(tmp_path):
         ds = reader.make_dataset(parquet_data.SPEC, str(tmp_path / name), 8, split="train")
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             _batches(ds)
+
+
+def test_warmup_examples_from_parquet_parse_like_the_rows(both):
+    from tfmdl.serving import warmup
+
+    parquet_dir, tfrecord_dir, _ = both
+    records = warmup.read_records(parquet_dir, "train", 20, parquet_data.SPEC)
+    assert len(records) == 20
+    parse = reader.make_parse_fn(parquet_data.SPEC, include_labels=False)
+    got = tf.nest.map_structure(lambda t: t.numpy(), parse(tf.constant(records)))
+    want = _batches(reader.make_dataset(parquet_data.SPEC, tfrecord_dir, 20, split="train",
+                                        shuffle=False, include_labels=False).take(1))
+    _assert_same_batches([(want[0],)], [(got,)])

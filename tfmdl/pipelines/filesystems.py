@@ -50,7 +50,8 @@ def scheme(path: str) -> str:
 
 
 def is_local(path: str) -> bool:
-    return scheme(path) in ("", "file")
+    """A plain local path (``file://`` URLs go through `tf.io.gfile`)."""
+    return not scheme(path)
 
 
 def needs_tensorflow_io(path: str) -> bool:
