@@ -22,9 +22,10 @@ def _replace(table, name, array):
 def test_plan_reads_types_fills_and_row_counts(tmp_path):
     paths = parquet_data.write(str(tmp_path / "d"),
                                [parquet_data.table(30), parquet_data.table(12, 30)])
-    columns, rows = parquet.plan(parquet_data.SPEC, paths, include_passthrough=True)
+    columns, plans = parquet.plan(parquet_data.SPEC, paths, include_passthrough=True)
     by_name = {c.name: c for c in columns}
-    assert rows == [30, 12] and parquet.total_rows(paths) == 42
+    assert [p.num_rows for p in plans] == [30, 12] and parquet.total_rows(paths) == 42
+    assert plans[1].chunks == ((0, 12),)
     assert by_name["uid"].read_dtype.name == "int32" and by_name["ctr"].read_dtype.name == "float64"
     assert by_name["seq"].read_dtype.name == "string" and by_name["seq"].is_list
     assert by_name["age"].read_dtype is None and by_name["age"].fill == -1
@@ -107,3 +108,18 @@ def test_data_directories_find_parquet_splits(tmp_path):
         reader.resolve_files(str(tmp_path / "spark"), "eval", source="tfrecord")
     with pytest.raises(reader.DataError, match="is Parquet but .* is not"):
         reader.source_of(paths + [str(tmp_path / "x.tfrecord")])
+
+
+def test_reads_are_cut_where_string_pages_start(tmp_path, monkeypatch):
+    """tensorflow-io garbles strings read across data pages (tfmdl.pipelines.parquet_pages)."""
+    monkeypatch.setattr(parquet, "READ_ROWS", 1000)
+    path = str(tmp_path / "train-00000.parquet")
+    t = parquet_data.table(3000)
+    t = _replace(t, "tags", pa.array([f"tag-{i:06d}-" * 4 for i in range(3000)]))
+    # pages of 300 rows in the string columns written without a dictionary
+    pq.write_table(t, path, row_group_size=2000, data_page_size=1, write_batch_size=300,
+                   use_dictionary=["seq", "seq_pre", "city"])
+    _, [plan] = parquet.plan(parquet_data.SPEC, [path])
+    pages = list(range(0, 2000, 300)) + list(range(2000, 3000, 300))
+    assert [a for a, _ in plan.chunks] == sorted(set(pages) | {1000})
+    assert [b for _, b in plan.chunks] == sorted(set(pages) | {1000})[1:] + [3000]

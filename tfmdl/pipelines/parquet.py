@@ -40,14 +40,20 @@ column):
   -1 for a missing label and a value for other cells, or convert the file with
   ``tfmdl data convert``, which reads nulls.
 
+A third limit is a bug: the kernel garbles the strings of a read that spans two
+data pages of a string column. Reads are therefore cut where such a page starts
+(found from the page headers, `tfmdl.pipelines.parquet_pages`).
+
 Reading: ``IODataset.from_parquet`` yields one element per row and column
 (about 17k rows/s on this 2-core machine for 21 columns), so each file is read
-instead in chunks of `READ_ROWS` rows per column with the kernel that
+instead in chunks of up to `READ_ROWS` rows per column with the kernel that
 ``from_parquet`` wraps (``io_parquet_readable_read``; tensorflow-io is pinned to
-0.37.1, its last release). Chunks are cut into shuffle units of
-``shuffle_block`` rows (16 rows without shuffling, as the TFRecord reader
-interleaves files 16 records at a time), and batches are assembled with
-``Dataset.rebatch``, so no per-row elements are made.
+0.37.1, its last release). The columns of one dtype travel as one matrix
+(`_packing`), chunks are cut into shuffle units of ``shuffle_block`` rows (16
+rows without shuffling, as the TFRecord reader interleaves files 16 records at a
+time), and batches are assembled with ``Dataset.rebatch``, so no per-row
+elements are made. The kernel re-reads a column from the start of its row group
+for every read, hence chunks as large as `READ_ROWS` (docs/io.md, Throughput).
 """
 
 from __future__ import annotations
@@ -63,10 +69,11 @@ import tensorflow as tf
 
 from tfmdl.pipelines import convert
 from tfmdl.pipelines import filesystems
+from tfmdl.pipelines import parquet_pages
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 
-READ_ROWS = 8192
+READ_ROWS = 65536
 _MAGIC = b"PAR1"
 _UNSHUFFLED_UNIT = 16   # the TFRecord reader's interleave block without shuffling
 _SEPARATOR = convert.LIST_SEPARATOR
@@ -234,10 +241,19 @@ def _column(field: "convert._Field", read_dtype: Optional[tf.DType],
                   max_values=scenario.count if is_scenario and field.is_list else None)
 
 
+@dataclasses.dataclass(frozen=True)
+class FilePlan:
+    """One file to read: its rows and the row ranges read at once (`READ_ROWS`
+    at most, cut where a string column's data page starts, see `parquet_pages`)."""
+    path: str
+    num_rows: int
+    chunks: Tuple[Tuple[int, int], ...]
+
+
 def plan(spec: spec_lib.FeatureSpec, files: Sequence[str], include_labels: bool = True,
-         include_passthrough: bool = False) -> Tuple[List[Column], List[int]]:
+         include_passthrough: bool = False) -> Tuple[List[Column], List[FilePlan]]:
     """Checks every file's footer against ``spec``; returns the columns to read and
-    each file's row count.
+    how to read each file.
 
     Raises `ParquetError` naming the file and column for a missing required
     column, a type the source cannot read, null cells, or a column whose type
@@ -245,10 +261,9 @@ def plan(spec: spec_lib.FeatureSpec, files: Sequence[str], include_labels: bool 
     """
     fields = _spec_fields(spec, include_labels, include_passthrough)
     chosen: Dict[str, Tuple[Optional[tf.DType], str]] = {}
-    rows = []
+    plans = []
     for path in files:
         footer = _read_footer(path)
-        rows.append(footer.metadata.num_rows)
         for field in fields:
             dtype = _file_column(footer, field)
             first = chosen.setdefault(field.column, (dtype, path))
@@ -257,8 +272,37 @@ def plan(spec: spec_lib.FeatureSpec, files: Sequence[str], include_labels: bool 
                     f"column {field.column!r} is read as {_describe(first[0])} from {first[1]} "
                     f"but as {_describe(dtype)} from {path}; write it with one type in every "
                     f"file.")
+        strings = [f.column for f in fields if chosen[f.column][0] == tf.string]
+        plans.append(FilePlan(path, footer.metadata.num_rows, _chunk_ranges(footer, strings)))
     columns = [_column(f, chosen[f.column][0], spec.scenario) for f in fields]
-    return columns, rows
+    return columns, plans
+
+
+def _chunk_ranges(footer: _Footer, strings: Sequence[str]) -> Tuple[Tuple[int, int], ...]:
+    """Row ranges of at most `READ_ROWS` rows that never span two data pages of a
+    string column (tensorflow-io garbles strings read across pages)."""
+    metadata = footer.metadata
+    cuts = set(range(0, metadata.num_rows, READ_ROWS))
+    if strings:
+        with tf.io.gfile.GFile(footer.path, "rb") as fh:
+            offset = 0
+            for group in range(metadata.num_row_groups):
+                row_group = metadata.row_group(group)
+                for name in strings:
+                    cuts.update(offset + row for row in _page_starts(fh, footer, group, name))
+                offset += row_group.num_rows
+    edges = sorted(cut for cut in cuts if cut < metadata.num_rows) + [metadata.num_rows]
+    return tuple(zip(edges[:-1], edges[1:]))
+
+
+def _page_starts(fh, footer: _Footer, group: int, name: str) -> List[int]:
+    chunk = footer.metadata.row_group(group).column(footer.leaf_index(name))
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    try:
+        return parquet_pages.page_starts(fh, start, chunk.total_compressed_size)
+    except (ValueError, KeyError, tf.errors.OpError) as exc:
+        raise ParquetError(f"{footer.path}: cannot read the page headers of column {name!r} in "
+                           f"row group {group} ({exc}).") from None
 
 
 def _describe(dtype: Optional[tf.DType]) -> str:
@@ -286,19 +330,48 @@ def total_rows(files: Sequence[str]) -> int:
 # -- reading ----------------------------------------------------------------------------
 
 
-def _chunks(path: tf.Tensor, num_rows: tf.Tensor, columns: Sequence[Column],
-            ops) -> tf.data.Dataset:
-    """``{column: [n]}`` chunks of up to `READ_ROWS` consecutive rows of one file."""
-    read = [c for c in columns if c.read_dtype is not None]
-    shape = tf.reshape(num_rows, [1])
+def _packing(columns: Sequence[Column]) -> Dict[str, Tuple[str, int]]:
+    """Where each column read from the files travels: ``{column: (dtype, index)}``.
 
-    def chunk(start):
-        stop = tf.minimum(start + READ_ROWS, num_rows)
-        return {c.name: ops.io_parquet_readable_read(
-            input=path, shared=path, component=c.name, shape=shape, start=start, stop=stop,
-            dtype=c.read_dtype, container="TfmdlParquet") for c in read}
+    The columns of one dtype move through the pipeline as one ``[n, k]`` tensor:
+    shuffling and rebatching cost per tensor, and a few matrices are much cheaper
+    than dozens of columns (tables of 20-30 columns are common)."""
+    groups: Dict[str, List[str]] = {}
+    for c in columns:
+        if c.read_dtype is not None:
+            groups.setdefault(c.read_dtype.name, []).append(c.name)
+    return {name: (group, i) for group, names in groups.items() for i, name in enumerate(names)}
 
-    return tf.data.Dataset.range(0, num_rows, READ_ROWS).map(chunk)
+
+def _chunk_reader(plans: Sequence[FilePlan], columns: Sequence[Column], ops) -> Callable:
+    """``read(path, num_rows, first, count)``: a dataset of ``{dtype: [n, k]}`` (see
+    `_packing`) for the file's chunks ``first .. first + count - 1`` (indices into
+    all files' chunks)."""
+    bounds = [chunk for p in plans for chunk in p.chunks]
+    starts = tf.constant([a for a, _ in bounds], tf.int64, shape=[len(bounds)])
+    stops = tf.constant([b for _, b in bounds], tf.int64, shape=[len(bounds)])
+    dtypes = {c.name: c.read_dtype for c in columns}
+    packing = _packing(columns)
+
+    def read_file(path, num_rows, first, count):
+        shape = tf.reshape(num_rows, [1])
+
+        def chunk(i):
+            groups: Dict[str, List[tf.Tensor]] = {}
+            for name, (group, _) in packing.items():
+                groups.setdefault(group, []).append(ops.io_parquet_readable_read(
+                    input=path, shared=path, component=name, shape=shape, start=starts[i],
+                    stop=stops[i], dtype=dtypes[name], container="TfmdlParquet"))
+            return {group: tf.stack(values, axis=1) for group, values in groups.items()}
+
+        return tf.data.Dataset.range(first, first + count).map(chunk)
+
+    return read_file
+
+
+def _unpack(packed: Dict[str, tf.Tensor], packing: Dict[str, Tuple[str, int]]
+            ) -> Dict[str, tf.Tensor]:
+    return {name: packed[group][:, i] for name, (group, i) in packing.items()}
 
 
 def make_dataset(spec: spec_lib.FeatureSpec, files: Sequence[str],
@@ -308,21 +381,27 @@ def make_dataset(spec: spec_lib.FeatureSpec, files: Sequence[str],
     ``source="parquet"``; it resolves and shards the files)."""
     filesystems.require(list(files))
     ops = _tensorflow_io_ops()
-    columns, rows = plan(spec, files, include_labels, include_passthrough)
-    if options.shuffle:
-        unit = options.block
-    else:
-        unit = _UNSHUFFLED_UNIT if len(files) > 1 else READ_ROWS
+    columns, plans = plan(spec, files, include_labels, include_passthrough)
+    read_chunks = _chunk_reader(plans, columns, ops)
+    unit = options.block if options.shuffle else _UNSHUFFLED_UNIT if len(files) > 1 else None
 
-    def read_file(path, num_rows):
-        chunks = _chunks(path, num_rows, columns, ops)
+    def read_file(path, num_rows, first, count):
+        chunks = read_chunks(path, num_rows, first, count)
         if options.ignore_errors:
             chunks = chunks.apply(tf.data.experimental.ignore_errors(log_warning=True))
-        return chunks if unit == READ_ROWS else chunks.rebatch(unit)
+        return chunks if unit is None else chunks.rebatch(unit)
 
-    items = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(rows, tf.int64)))
+    counts = [len(p.chunks) for p in plans]
+    items = tf.data.Dataset.from_tensor_slices((
+        [p.path for p in plans], tf.constant([p.num_rows for p in plans], tf.int64),
+        tf.constant(np.cumsum([0] + counts[:-1]), tf.int64), tf.constant(counts, tf.int64)))
     units = reader.interleave_files(items, read_file, options, len(files), block_length=1)
-    parse = make_parse_fn(spec, columns, include_labels, include_passthrough)
+    parse_columns = make_parse_fn(spec, columns, include_labels, include_passthrough)
+    packing = _packing(columns)
+
+    def parse(packed):
+        return parse_columns(_unpack(packed, packing))
+
     # tf.data's FILE auto-sharding knows only its own file readers
     return reader.finish_pipeline(units, parse, options, num_files=len(files), rebatch=True,
                                   auto_shard=tf.data.experimental.AutoShardPolicy.DATA)
