@@ -25,6 +25,7 @@ def test_peer_spec_drops_sequences_and_their_references(feed_dir):
 def test_both_libraries_build_the_same_architecture(feed_dir, model):
     result = peer.run(model, feed_dir, train=1024, eval_examples=512, batch_size=128,
                       warmup_steps=1, steps=2, rounds=1, log=lambda _: None)
+    assert result["ratio"] > 0
     sides = result["sides"]
     # same embeddings, experts, gates and towers: identical parameter counts
     assert sides["tfmdl"]["params"] == sides["deepctr"]["params"]
@@ -35,8 +36,12 @@ def test_both_libraries_build_the_same_architecture(feed_dir, model):
         # rare tasks may have no positive among 512 eval rows: AUC undefined (NaN)
         assert all(math.isnan(v) or 0 <= v <= 1 for v in side["auc"].values())
         assert not math.isnan(side["auc"]["finish"])
-    assert result["ratio"] == pytest.approx(
+    assert len(result["round_ratios"]) == 1
+    assert result["ratio"] == pytest.approx(result["round_ratios"][0])
+    # one round: the median round ratio is the ratio of the totals
+    assert result["ratio_of_totals"] == pytest.approx(
         sides["tfmdl"]["examples_per_second"] / sides["deepctr"]["examples_per_second"])
+    assert result["ratio"] == pytest.approx(result["ratio_of_totals"])
     text = peer.format_result(result)
     assert "speed ratio tfmdl / DeepCTR" in text and "| DeepCTR |" in text
 
@@ -58,3 +63,17 @@ def test_missing_deepctr_names_the_extra(feed_dir, monkeypatch):
 def test_unknown_model_is_named(feed_dir):
     with pytest.raises(ValueError, match=r"--model: 'star' has no DeepCTR peer"):
         peer.run("star", feed_dir)
+
+
+def test_ratio_is_the_median_of_the_rounds(feed_dir):
+    result = peer.run("shared_bottom", feed_dir, train=512, eval_examples=256, batch_size=128,
+                      warmup_steps=1, steps=1, rounds=3, log=lambda _: None)
+    rounds = result["round_ratios"]
+    assert len(rounds) == 3 and result["steps_trained"] == 4
+    assert result["ratio"] == pytest.approx(sorted(rounds)[1])
+    assert "median of 3 rounds" in peer.format_result(result)
+
+
+def test_too_few_examples_for_a_batch_is_named(feed_dir):
+    with pytest.raises(ValueError, match=r"--train=100 examples are fewer than one batch"):
+        peer.run("shared_bottom", feed_dir, train=100, eval_examples=64, batch_size=128)
