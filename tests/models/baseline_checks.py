@@ -1,9 +1,11 @@
 """Checks the zoo part-B model tests share (test_ctr, test_pepnet, test_topology).
 
 Helpers, not tests: `check_full_cycle` builds a model from the spec, trains a few
-XLA-compiled steps of its core model, and round-trips it through a weights
-checkpoint and the Keras format; `check_rankmixer_backbone` and `check_configs`
-cover the backbone switch and the shipped config files.
+XLA-compiled steps of its core model the way ``tfmdl train`` does under XLA
+(`zoo_checks.train_steps_under_xla`), and round-trips it through a weights
+checkpoint and the Keras format (`zoo_checks.check_save_load`);
+`check_rankmixer_backbone` and `check_configs` cover the backbone switch and the
+shipped config files.
 """
 
 import glob
@@ -11,8 +13,8 @@ import os
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
+from tests.models import zoo_checks
 from tfmdl import models
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
@@ -35,44 +37,16 @@ def check_builds(built, spec, data_dir, n=16):
     return out
 
 
-def check_trains_under_xla(built, spec, data_dir, batch_size=256):
-    """Compiles the core model's train step with XLA (``jit_compile=True`` on the
-    looked-up features) and checks a few steps on two cached batches lower the loss."""
-    ds = reader.make_dataset(spec, data_dir, batch_size, split="train", seed=0,
-                             drop_remainder=True)
-    ds = ds.map(lambda f, l, w: (built.lookup(f), {k: v[:, None] for k, v in l.items()},
-                                 {k: v[:, None] for k, v in w.items()}))
-    built.core.compile(optimizer=keras.optimizers.Adam(3e-3),
-                       loss={t: "binary_crossentropy" for t in spec.task_names},
-                       jit_compile=True)
-    hist = built.core.fit(ds.take(2).cache().repeat(), epochs=3, steps_per_epoch=2, verbose=0)
-    loss = hist.history["loss"]
+def check_trains_under_xla(built, spec, data_dir):
+    """A few XLA-compiled steps of the core model through the trainer's split
+    optimizer (`zoo_checks.train_steps_under_xla`) lower the loss, and the full
+    model shares the trained weights."""
+    loss = zoo_checks.train_steps_under_xla(built, spec, data_dir)
     assert np.isfinite(loss).all() and loss[-1] < loss[0], loss
-    # the full model shares the trained weights
     f = batch(spec, data_dir, 8)
     t = spec.task_names[0]
     np.testing.assert_allclose(built.model(f)[t].numpy(),
                                built.core(built.lookup(f))[t].numpy(), rtol=1e-5, atol=1e-6)
-
-
-def check_save_load(built, spec, data_dir, tmp_path):
-    """Round trips: (1) a weights checkpoint into a model rebuilt from the registry
-    (what ``tfmdl train`` / ``load_trained`` do); (2) the Keras format, which
-    rebuilds every layer from its ``get_config`` (a SavedModel would also trace
-    every layer: several seconds per model, so serving tests cover that path)."""
-    f = batch(spec, data_dir, 16)
-    before = built.model(f)
-    prefix = str(tmp_path / "weights" / "final")
-    built.model.save_weights(prefix)
-    rebuilt = models.build(built.name, spec, built.params)
-    rebuilt.model.load_weights(prefix).expect_partial().assert_existing_objects_matched()
-    path = str(tmp_path / "model.keras")
-    built.model.save(path)
-    for model in (rebuilt.model, keras.models.load_model(path)):
-        after = model(f)
-        for t in spec.task_names:
-            np.testing.assert_allclose(before[t].numpy(), after[t].numpy(),
-                                       rtol=1e-5, atol=1e-6)
 
 
 def check_full_cycle(name, params, data_dir, tmp_path):
@@ -81,7 +55,7 @@ def check_full_cycle(name, params, data_dir, tmp_path):
     built = models.build(name, spec, params)
     check_builds(built, spec, data_dir)
     check_trains_under_xla(built, spec, data_dir)
-    check_save_load(built, spec, data_dir, tmp_path)
+    zoo_checks.check_save_load(built, spec, data_dir, tmp_path, n=16)
     return built
 
 

@@ -10,10 +10,12 @@ from tfmdl.layers import pepnet as pepnet_layers
 from tfmdl.pipelines import spec as spec_lib
 
 SMALL = {"tower_hidden": [16, 8], "gate_hidden": 8, "scenario_dim": 4}
+FULL_CYCLE = ["pepnet"]   # build, XLA train, save/load (test_trainer checks all are covered)
 
 
-def test_builds_trains_under_xla_and_round_trips(feed_dir, tmp_path):
-    checks.check_full_cycle("pepnet", SMALL, feed_dir, tmp_path)
+@pytest.mark.parametrize("name", FULL_CYCLE)
+def test_builds_trains_under_xla_and_round_trips(name, feed_dir, tmp_path):
+    checks.check_full_cycle(name, SMALL, feed_dir, tmp_path)
 
 
 def test_rankmixer_backbone_reads_the_epnet_output(feed_dir):

@@ -14,11 +14,12 @@ SMALL = {
     "dnn": {"hidden": [32, 16], "tower_hidden": [8]},
     "rankmixer": {"layers": 1, "width": 24, "ffn_mult": 1, "tower_hidden": [8]},
 }
+FULL_CYCLE = sorted(SMALL)   # build, XLA train, save/load (test_trainer checks all are covered)
 CONFIG_MODELS = ["dnn", "rankmixer", "shared_bottom", "mmoe", "ple", "ple_md", "star", "hmoe"]
 
 
 @pytest.mark.slow   # XLA compile of a train step + Keras save/load
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", FULL_CYCLE)
 def test_builds_trains_under_xla_and_round_trips(name, feed_dir, tmp_path):
     zoo_checks.check_full_cycle(name, SMALL[name], feed_dir, tmp_path)
 

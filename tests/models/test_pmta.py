@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from tests.models import zoo_checks
 from tfmdl import metrics
 from tfmdl import models
 from tfmdl.layers import pmta as pmta_layers
@@ -15,6 +16,7 @@ from tfmdl.pipelines import spec as spec_lib
 SMALL = {"backbone": "rankmixer", "backbone_layers": 1, "backbone_width": 24,
          "classifier_width": 16, "prompt_dim": 8, "tpe_hidden": 16, "tpe_dim": 16,
          "width": 32, "heads": 4, "layers": 2, "ffn_mult": 1, "dar_bottleneck": 8}
+FULL_CYCLE = ["pmta"]   # build, XLA train, save/load (test_trainer checks all are covered)
 
 
 def _spec(d):
@@ -145,18 +147,9 @@ def test_every_ablation_builds_trains_and_changes_the_graph(feed_dir, full_param
     assert np.isfinite(hist.history["loss"]).all()
 
 
-def test_trains_under_xla(feed_dir):
-    spec = _spec(feed_dir)
-    built = models.build("pmta", spec, SMALL)
-    ds = _fit_ds(spec, feed_dir, drop_remainder=True).map(
-        lambda f, l, w: (built.lookup(f), l, w))
-    _compile(built.core, spec, jit_compile=True)
-    hist = built.core.fit(ds, epochs=2, steps_per_epoch=3, verbose=0)
-    assert np.isfinite(hist.history["loss"]).all()
-    assert hist.history["loss"][-1] < hist.history["loss"][0]
-    f, _, _ = _batch(spec, feed_dir, 8)
-    np.testing.assert_allclose(built.model(f)["like"].numpy(),
-                               built.core(built.lookup(f))["like"].numpy(), rtol=1e-5)
+@pytest.mark.parametrize("name", FULL_CYCLE)
+def test_builds_trains_under_xla_and_round_trips(name, feed_dir, tmp_path):
+    zoo_checks.check_full_cycle(name, SMALL, feed_dir, tmp_path)
 
 
 def test_trains_in_two_replica_mirrored_strategy(feed_dir, mirrored):

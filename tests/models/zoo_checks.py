@@ -2,11 +2,15 @@
 
 * `batch`: one unshuffled batch of raw features.
 * `check_builds`: one named probability in (0, 1) per task, shape ``[n, 1]``.
-* `check_full_cycle`: builds from the spec, trains a few steps of the *core*
-  model under XLA (``jit_compile=True`` on looked-up features, as
-  tests/models/test_mdl.py does) and checks the loss fell, checks the full
-  model shares the trained weights, and round-trips a Keras save/load
-  (``.keras`` format).
+* `train_steps_under_xla`: a few XLA-compiled train steps of the *core* model
+  the way ``tfmdl train`` runs them under XLA (``jit_compile=True`` on looked-up
+  features, the trainer's `split_optimizer` with dense embedding gradients).
+  Every registered model goes through it once, in its `check_full_cycle`
+  (tests/training/test_trainer.py checks none is left out).
+* `check_full_cycle`: builds from the spec, trains with `train_steps_under_xla`
+  and checks the loss fell, checks the full model shares the trained weights,
+  and round-trips the trained weights (`check_save_load`: a weights checkpoint
+  into a rebuilt model, then the ``.keras`` format).
 * `check_rankmixer_backbone`: the model builds and predicts on a rankmixer
   backbone.
 * `check_configs`: ``configs/<name>_<preset>.yaml`` load and build against the
@@ -21,6 +25,8 @@ import tf_keras as keras
 from tfmdl import models
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
+from tfmdl.training import config as train_config
+from tfmdl.training import trainer
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs")
 
@@ -53,20 +59,50 @@ def check_builds(built, spec, data_dir, n=16):
 
 
 def train_steps_under_xla(built, spec, data_dir, steps=6, lr=1e-2):
-    """Trains the core model ``steps`` steps on one batch with ``jit_compile``;
-    returns the per-step losses (each measured before that step's update)."""
+    """Trains the core model ``steps`` steps on one batch as ``tfmdl train`` does under
+    XLA: ``jit_compile`` on looked-up features, embedding tables on the trainer's
+    Adagrad and the rest on its Adam (`trainer.split_optimizer` with
+    ``dense_gradients``: XLA cannot compile the sparse table updates). Returns the
+    per-step losses (each measured before that step's update)."""
     f, labels = labelled_batch(spec, data_dir)
     x = built.lookup(f)
-    built.core.compile(optimizer=keras.optimizers.Adam(lr),
+    cfg = train_config.TrainingConfig(
+        dense_optimizer=train_config.OptimizerConfig(name="adam", learning_rate=lr))
+    built.core.compile(optimizer=trainer.split_optimizer(built, cfg, dense_gradients=True),
                        loss={t: "binary_crossentropy" for t in spec.task_names},
                        jit_compile=True)
     return [float(built.core.train_on_batch(x, labels, return_dict=True)["loss"])
             for _ in range(steps)]
 
 
+def check_save_load(built, spec, data_dir, tmp_path, n=32):
+    """Round trips of the trained ``built``: (1) a weights checkpoint into a model
+    rebuilt from the registry (what ``tfmdl train`` and ``load_trained`` do); (2)
+    that rebuilt model through the Keras format, which rebuilds every layer from
+    its config (several times faster than a TF SavedModel, which re-traces every
+    layer; the serving tests cover that path). Keras 2 cannot rebuild a tf.einsum
+    op called between layers: use multiply + sum there instead. The rebuilt model
+    is the one saved because it is not compiled: ``built.core`` carries the
+    trainer's CompositeOptimizer, whose config cannot be serialized."""
+    f = batch(spec, data_dir, n)
+    before = built.model(f)
+    prefix = str(tmp_path / "weights" / "final")
+    built.model.save_weights(prefix)
+    rebuilt = models.build(built.name, spec, built.params)
+    rebuilt.model.load_weights(prefix).expect_partial().assert_existing_objects_matched()
+    path = str(tmp_path / f"{built.name}.keras")
+    rebuilt.model.save(path)
+    for model in (rebuilt.model, keras.models.load_model(path)):
+        after = model(f)
+        for t in spec.task_names:
+            np.testing.assert_allclose(before[t].numpy(), after[t].numpy(),
+                                       rtol=1e-5, atol=1e-6)
+
+
 def check_full_cycle(name, params, data_dir, tmp_path):
     """Builds ``name``: outputs, a few XLA training steps lower the loss, the full
-    model shares the core's weights, Keras save + load gives the same outputs."""
+    model shares the core's weights, checkpoint and Keras save + load give the
+    same outputs."""
     spec = spec_lib.load_spec(data_dir)
     built = models.build(name, spec, params)
     assert built.name == name
@@ -80,14 +116,7 @@ def check_full_cycle(name, params, data_dir, tmp_path):
     full, core = built.model(f), built.core(built.lookup(f))
     for t in spec.task_names:
         np.testing.assert_allclose(full[t].numpy(), core[t].numpy(), rtol=1e-5, atol=1e-7)
-    # the Keras format rebuilds every layer from its config (several times faster than
-    # a TF SavedModel, which re-traces every layer). Keras 2 cannot rebuild a
-    # tf.einsum op called between layers: use multiply + sum there instead
-    path = str(tmp_path / f"{name}.keras")
-    built.model.save(path)
-    after = keras.models.load_model(path)(f)
-    for t in spec.task_names:
-        np.testing.assert_allclose(full[t].numpy(), after[t].numpy(), rtol=1e-5, atol=1e-7)
+    check_save_load(built, spec, data_dir, tmp_path)
     return built
 
 
