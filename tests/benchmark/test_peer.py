@@ -81,3 +81,24 @@ def test_ratio_is_the_median_of_the_rounds(feed_dir):
 def test_too_few_examples_for_a_batch_is_named(feed_dir):
     with pytest.raises(ValueError, match=r"--train=100 examples are fewer than one batch"):
         peer.run("shared_bottom", feed_dir, train=100, eval_examples=64, batch_size=128)
+
+
+def test_adagrad_tables_on_both_sides(feed_dir):
+    result = peer.run("shared_bottom", feed_dir, train=512, eval_examples=256, batch_size=128,
+                      warmup_steps=1, steps=1, rounds=1, table_optimizer="adagrad",
+                      log=lambda _: None)
+    assert result["table_optimizer"] == "adagrad"
+    assert result["sides"]["tfmdl"]["params"] == result["sides"]["deepctr"]["params"]
+
+
+def test_deepctr_gets_the_same_table_split(feed_dir):
+    spec = peer.peer_spec(spec_lib.load_spec(feed_dir))
+    model = peer.build_deepctr("shared_bottom", spec, peer.Arch())
+    table, dense = peer.optimizer_configs("adagrad", 1e-3)
+    assert (table.name, table.learning_rate, dense.name) == ("adagrad", 0.05, "adam")
+    opt = peer.deepctr_optimizer(model, (table, dense))
+    assert type(opt).__name__ == "CompositeOptimizer"
+    same = peer.deepctr_optimizer(model, peer.optimizer_configs("adam", 1e-3))
+    assert type(same).__name__ == "Adam"
+    with pytest.raises(ValueError, match=r"--table_optimizer: 'ftrl' is not one of"):
+        peer.optimizer_configs("ftrl", 1e-3)

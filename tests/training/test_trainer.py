@@ -123,7 +123,8 @@ def test_every_registered_model_trains_under_xla():
 def test_jit_auto_rules(two_cpus, mirrored):
     default = tf.distribute.get_strategy()
     assert trainer.resolve_jit("auto", default) is True
-    assert trainer.resolve_jit("auto", default, embedding_params=10**9) is False
+    assert trainer.resolve_jit("auto", default, embedding_params=10**9,
+                               dense_tables=True) is False
     assert trainer.resolve_jit("off", default) is False
     assert trainer.resolve_jit("auto", mirrored) is False
     with pytest.raises(trainer.TrainingError, match="MirroredStrategy over logical CPU"):

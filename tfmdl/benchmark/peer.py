@@ -19,14 +19,19 @@ batches with the same optimizer (Adam) and loss:
   number of steps; their per-task AUC on the held-out split is reported so
   speed is not bought with a different model.
 
-Both sides run the same optimisation: Adam with the same learning rate on every
-weight, in Keras' fused implementation (``keras.optimizers.legacy.Adam``, one
-``ResourceApplyAdam`` kernel per variable, the implementation tfmdl's trainer
-uses; DeepCTR compiled with it trained faster than with the default
-``"adam"``, so DeepCTR gets the faster one). tfmdl trains its ``core`` model
-(looked-up row ids in, as DeepCTR takes ids) exactly as ``tfmdl train`` does on
-one replica: `trainer.split_optimizer` (here Adam for the tables and Adam for
-the rest), XLA on (``--jit_compile``) with densified table gradients. DeepCTR
+Both sides run the same optimisation, in Keras' fused optimizer implementations
+(``keras.optimizers.legacy``, the ones tfmdl's trainer uses; DeepCTR compiled
+with them trained faster than with its default ``"adam"``, so DeepCTR gets the
+faster ones): Adam on the dense weights and, on the embedding tables, Adam with
+the same learning rate (``table_optimizer="adam"``, the default: one optimiser
+for everything, as DeepCTR's examples train) or Adagrad with learning rate 0.05
+(``"adagrad"``: tfmdl's default split, the papers' sparse Adagrad; DeepCTR gets
+the same split through TFRS' CompositeOptimizer). tfmdl trains its ``core``
+model (looked-up row ids in, as DeepCTR takes ids) exactly as ``tfmdl train``
+does on one replica (`trainer.compile_model`): with XLA (``--jit_compile``) the
+whole step is compiled with dense table gradients when the tables use Adam, and
+only the dense network, with sparse table updates outside XLA, when they use
+Adagrad (`trainer.xla_mode`). DeepCTR
 trains as DeepCTR users run it (no XLA, the DeepCTR default), with
 ``l2_reg_embedding=0`` since tfmdl's models have no regulariser. Sequence
 features are left out of both: DeepCTR's multi-task models take them only
@@ -54,6 +59,8 @@ from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 
 PEERS = ("mmoe", "ple", "shared_bottom")
+# embedding-table optimizers the race can use (the dense weights always get Adam)
+TABLE_OPTIMIZERS = {"adam": None, "adagrad": 0.05}   # name -> learning rate (None: --lr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,18 +249,53 @@ def _fit(side: Side, batches: tf.data.Dataset, num_batches: int, steps: int) -> 
     return time.perf_counter() - start
 
 
-def compile_tfmdl(built: base.BuiltModel, tasks: List[str], learning_rate: float,
-                  jit_compile: bool) -> None:
-    """Compiles ``built.core`` with tfmdl's trainer optimizers (Adam everywhere)."""
+def optimizer_configs(table_optimizer: str, learning_rate: float):
+    """(table, dense) `OptimizerConfig` s of the race."""
+    from tfmdl.training import config as train_config  # pylint: disable=g-import-not-at-top
+
+    if table_optimizer not in TABLE_OPTIMIZERS:
+        raise ValueError(f"--table_optimizer: {table_optimizer!r} is not one of "
+                         f"{sorted(TABLE_OPTIMIZERS)}.")
+    dense = train_config.OptimizerConfig(name="adam", learning_rate=learning_rate)
+    table = train_config.OptimizerConfig(
+        name=table_optimizer, learning_rate=TABLE_OPTIMIZERS[table_optimizer] or learning_rate)
+    return table, dense
+
+
+def deepctr_optimizer(peer: keras.Model, optimizers):
+    """The (table, dense) optimizers for a DeepCTR model: one optimizer when
+    both are the same, else a TFRS CompositeOptimizer over DeepCTR's embedding
+    variables (its ``sparse_emb_*`` layers) and the rest."""
+    from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
+
+    table, dense = optimizers
+    if table == dense:
+        return trainer.make_optimizer(dense)
+    import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
+
+    def tables():
+        return [v for v in peer.trainable_variables if "sparse_emb_" in v.name]
+
+    def rest():
+        return [v for v in peer.trainable_variables if "sparse_emb_" not in v.name]
+
+    if not tables():
+        raise ValueError("DeepCTR model has no sparse_emb_* embedding variables.")
+    return tfrs.experimental.optimizers.CompositeOptimizer(
+        [(trainer.make_optimizer(table), tables), (trainer.make_optimizer(dense), rest)])
+
+
+def compile_tfmdl(built: base.BuiltModel, optimizers: Tuple[Any, Any],
+                  jit_compile: bool) -> keras.Model:
+    """Compiles the model ``tfmdl train`` would train (`trainer.compile_model`:
+    with XLA the core under ``jit_compile="dense"``) with the (table, dense)
+    optimizer configs, without metrics; returns it."""
     from tfmdl.training import config as train_config  # pylint: disable=g-import-not-at-top
     from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
 
-    adam = train_config.OptimizerConfig(name="adam", learning_rate=learning_rate)
-    tcfg = train_config.TrainingConfig(dense_optimizer=adam, embedding_optimizer=adam)
-    built.core.compile(optimizer=trainer.split_optimizer(built, tcfg,
-                                                         dense_gradients=jit_compile),
-                       loss={t: "binary_crossentropy" for t in tasks},
-                       jit_compile=jit_compile)
+    table, dense = optimizers
+    tcfg = train_config.TrainingConfig(dense_optimizer=dense, embedding_optimizer=table)
+    return trainer.compile_model(built, tcfg, jit_compile, metrics=False, core=True)
 
 
 def _auc(side: Side, spec: spec_lib.FeatureSpec, data: Data, batch: int) -> Dict[str, float]:
@@ -270,10 +312,12 @@ def _auc(side: Side, spec: spec_lib.FeatureSpec, data: Data, batch: int) -> Dict
 def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int = 20_000,
         batch_size: int = 1024, warmup_steps: int = 20, steps: int = 40, rounds: int = 3,
         learning_rate: float = 1e-3, jit_compile: bool = True, arch: Arch = Arch(),
-        seed: int = 0, log: Callable[[str], None] = print) -> Dict[str, Any]:
+        table_optimizer: str = "adam", seed: int = 0,
+        log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Races tfmdl's and DeepCTR's ``model`` (module docstring); returns the result."""
     if model not in PEERS:
         raise ValueError(f"--model: {model!r} has no DeepCTR peer; choose one of {PEERS}.")
+    optimizers = optimizer_configs(table_optimizer, learning_rate)
     spec = peer_spec(spec_lib.load_spec(data_dir))
     keras.utils.set_random_seed(seed)
     built: base.BuiltModel = registry.get(model).build(spec, tfmdl_params(model, arch))
@@ -281,9 +325,9 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
     eval_data = load(spec, data_dir, "eval", eval_examples, built.lookup)
     tasks = list(spec.task_names)
 
-    compile_tfmdl(built, tasks, learning_rate, jit_compile)
+    compile_tfmdl(built, optimizers, jit_compile)
     peer = build_deepctr(model, spec, arch, seed)
-    peer.compile(optimizer=keras.optimizers.legacy.Adam(learning_rate),
+    peer.compile(optimizer=deepctr_optimizer(peer, optimizers),
                  loss=["binary_crossentropy"] * len(tasks))
     sides = [
         Side("tfmdl", built.core, train_data.ids, eval_data.ids, built.core.count_params()),
@@ -302,7 +346,8 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
                             tuple(weights[t] for t in tasks), order, batch_size),
     }
     log(f"peer benchmark {model}: {len(train_data):,} train / {len(eval_data):,} eval "
-        f"examples in memory, batch {batch_size}, tfmdl XLA {'on' if jit_compile else 'off'}; "
+        f"examples in memory, batch {batch_size}, tables {table_optimizer}, dense adam, "
+        f"tfmdl XLA {'on' if jit_compile else 'off'}; "
         f"parameters tfmdl {sides[0].params:,}, DeepCTR {sides[1].params:,}")
     for side in sides:
         _fit(side, *batches[side.name], warmup_steps)   # traces, compiles, warms caches
@@ -322,10 +367,11 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
     round_ratios = [p / t for t, p in zip(sides[0].round_seconds, sides[1].round_seconds)]
     return {
         "model": model, "arch": dataclasses.asdict(arch), "batch_size": batch_size,
+        "table_optimizer": table_optimizer,
         "train_examples": len(train_data), "eval_examples": len(eval_data),
         "jit_compile": jit_compile, "steps_trained": sides[0].steps,
         "sides": {s.name: {"examples_per_second": s.examples_per_second, "params": s.params,
-                           "auc": s.auc, "mean_auc": float(np.mean(list(s.auc.values())))}
+                           "auc": s.auc, "mean_auc": float(np.nanmean(list(s.auc.values())))}
                   for s in sides},
         "ratio": float(np.median(round_ratios)),
         "round_ratios": round_ratios,

@@ -309,6 +309,9 @@ DeepCTR and both models' AUC per task after the same number of steps."""
         flags.DEFINE_integer("rounds", 4, "alternating timed rounds", flag_values=fv)
         flags.DEFINE_enum("jit_compile", "on", ["on", "off"], "XLA for the tfmdl model",
                           flag_values=fv)
+        flags.DEFINE_enum("table_optimizer", "adam", ["adam", "adagrad"],
+                          "embedding-table optimizer of both sides (dense weights: Adam); "
+                          "adagrad = tfmdl's default split, lr 0.05", flag_values=fv)
         flags.DEFINE_string("json", None, "also write the result as JSON here", flag_values=fv)
 
     def run(self, fv):
@@ -317,13 +320,15 @@ DeepCTR and both models' AUC per task after the same number of steps."""
 
         print(f"tfmdl benchmark peer --model={fv.model} --data={fv.data} --train={fv.train} "
               f"--eval={fv.eval} --batch_size={fv.batch_size} --warmup={fv.warmup} "
-              f"--steps={fv.steps} --rounds={fv.rounds} --jit_compile={fv.jit_compile}")
+              f"--steps={fv.steps} --rounds={fv.rounds} --jit_compile={fv.jit_compile} "
+              f"--table_optimizer={fv.table_optimizer}")
         print(machine_line())
         try:
             result = peer.run(fv.model, fv.data, train=fv.train, eval_examples=fv.eval,
                               batch_size=fv.batch_size, warmup_steps=fv.warmup,
                               steps=fv.steps, rounds=fv.rounds,
-                              jit_compile=fv.jit_compile == "on")
+                              jit_compile=fv.jit_compile == "on",
+                              table_optimizer=fv.table_optimizer)
         except (ValueError, ImportError) as exc:
             sys.stderr.write(f"tfmdl benchmark peer: {exc}\n")
             return 2

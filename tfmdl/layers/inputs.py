@@ -20,8 +20,10 @@ strings use ``tf.strings.to_hash_bucket_fast``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Dict, Mapping
+import types
+from typing import Dict, Iterator, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
@@ -179,6 +181,11 @@ class FeatureEmbedding(keras.layers.Layer):
     (multi-valued scenario field) gets the mean over its scenarios' rows. The
     scenario field must then be among the inputs.
 
+    `feeding` makes the layer return given outputs instead of looking them up:
+    the split training step (`tfmdl.models.base.CoreModel`) looks the rows up
+    outside XLA, so their gradients stay sparse, and feeds the result to the
+    XLA-compiled rest of the model.
+
     Args:
       spec: the `FeatureSpec` (or its dict form).
       extra_features: features that get an extra embedding table.
@@ -207,6 +214,19 @@ class FeatureEmbedding(keras.layers.Layer):
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
         self.tables: Dict[str, tf.Variable] = {}
+        # a plain holder, not a dict attribute: Keras would track a dict of tensors
+        self._fed = types.SimpleNamespace(outputs=None)
+
+    @contextlib.contextmanager
+    def feeding(self, outputs: Mapping[str, tf.Tensor]) -> Iterator[None]:
+        """While active, `call` returns ``outputs`` (an earlier result of `call`)
+        instead of looking rows up. Used while tracing a function, so the
+        function's graph takes the embeddings as inputs."""
+        self._fed.outputs = dict(outputs)
+        try:
+            yield
+        finally:
+            self._fed.outputs = None
 
     def _rows(self, f: spec_lib.Feature) -> int:
         if f.vocab_size is None:  # vocabulary file: count its lines once
@@ -264,6 +284,8 @@ class FeatureEmbedding(keras.layers.Layer):
             out[key] = tf.reduce_sum(emb, axis=1) / count
 
     def call(self, rows: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        if self._fed.outputs is not None:
+            return dict(self._fed.outputs)
         out: Dict[str, tf.Tensor] = {}
         for f in self.spec.features:
             if f.name not in rows:

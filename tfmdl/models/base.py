@@ -5,7 +5,9 @@ A built model comes in two nested Keras models that share weights:
 * ``core``: looked-up features (embedding row ids, normalised numerics, checked
   scenario ids) -> ``{task: probability [B, 1]}``. Pure tensor math: it compiles
   under XLA, so ``jit_compile`` training feeds it a dataset mapped through
-  ``lookup``.
+  ``lookup``. It is a `CoreModel`, whose ``compile(jit_compile="dense")``
+  compiles the dense network with XLA and keeps the embedding lookup (and its
+  sparse gradients) outside.
 * ``model``: the spec's raw features -> ``lookup`` -> ``core``. This is what
   ``model.fit`` trains by default, what is saved and what serving exports.
 
@@ -67,6 +69,69 @@ def name_outputs(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
             for task, t in outputs.items()}
 
 
+@keras.utils.register_keras_serializable(package="tfmdl")
+class CoreModel(keras.Model):
+    """The functional core model, with one more XLA mode: ``jit_compile="dense"``.
+
+    Under Keras' ``jit_compile=True`` the whole training step is one XLA
+    computation, and XLA has no sparse (`tf.IndexedSlices`) gradients: every
+    embedding table gets a dense gradient and a dense optimizer update each
+    step, O(table rows) however few rows the batch touched.
+
+    ``compile(..., jit_compile="dense")`` splits the step instead:
+
+    1. outside XLA, the `FeatureEmbedding` layer looks the batch's rows up;
+    2. one XLA-compiled function runs the rest of the model on those
+       embeddings (the layer `FeatureEmbedding.feeding` them while it is
+       traced) and the loss; its gradient is compiled too;
+    3. the tape carries the gradient back through the lookup as
+       `tf.IndexedSlices`, so table optimizers apply sparse updates (e.g.
+       ``ResourceSparseApplyAdagradV2``, the touched rows only) and the dense
+       weights get the XLA-computed gradients.
+
+    Prediction and evaluation run without XLA in this mode. Any other
+    ``jit_compile`` value is Keras' own. The numbers are those of the plain
+    step: the same loss, gradients and updates.
+    """
+
+    def compile(self, *args, jit_compile=None, **kwargs):  # pylint: disable=arguments-differ
+        """Keras' ``compile``; ``jit_compile="dense"`` selects the split step."""
+        self._xla_dense = jit_compile == "dense"
+        self._dense_step = None
+        super().compile(*args, jit_compile=False if self._xla_dense else jit_compile,
+                        **kwargs)
+
+    @property
+    def xla_dense(self) -> bool:
+        """Whether the model was compiled with ``jit_compile="dense"``."""
+        return getattr(self, "_xla_dense", False)
+
+    def _embedding_layer(self) -> inputs_lib.FeatureEmbedding:
+        layers = [layer for layer in self.layers
+                  if isinstance(layer, inputs_lib.FeatureEmbedding)]
+        if len(layers) != 1:
+            raise ValueError(f"{self.name}: jit_compile='dense' needs exactly one "
+                             f"FeatureEmbedding layer in the model, found {len(layers)}.")
+        return layers[0]
+
+    def _dense_forward(self, x, embeddings, y, sample_weight):
+        with self._embedding_layer().feeding(embeddings):
+            y_pred = self(x, training=True)
+        return y_pred, self.compute_loss(x, y, y_pred, sample_weight)
+
+    def train_step(self, data):
+        if not self.xla_dense:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self._dense_step is None:
+            self._dense_step = tf.function(self._dense_forward, jit_compile=True)
+        with tf.GradientTape() as tape:
+            embeddings = self._embedding_layer()(x, training=True)
+            y_pred, loss = self._dense_step(x, embeddings, y, sample_weight)
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+
 CoreFn = Callable[[Dict[str, tf.Tensor]], Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]]
 
 
@@ -77,8 +142,8 @@ def assemble(name: str, spec: spec_lib.FeatureSpec, params: Any, core_fn: CoreFn
     missing = [t for t in spec.task_names if t not in outputs]
     if missing:
         raise ValueError(f"model {name!r} produced no output for task(s) {missing}.")
-    core = keras.Model(inputs, name_outputs({t: outputs[t] for t in spec.task_names}),
-                       name=f"{name}_core")
+    core = CoreModel(inputs, name_outputs({t: outputs[t] for t in spec.task_names}),
+                     name=f"{name}_core")
     aux_model = keras.Model(inputs, aux, name=f"{name}_aux") if aux else None
     lookup = inputs_lib.FeatureLookup(spec, name="feature_lookup")
     raw = inputs_lib.spec_inputs(spec)

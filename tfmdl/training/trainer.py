@@ -17,14 +17,23 @@ other weight ``training.dense_optimizer``, default Adam), one binary
 cross-entropy per task weighted by ``training.loss_weights`` and masked by the
 per-task sample weights (missing labels weigh 0), and per-task AUC metrics.
 
-XLA (``training.jit_compile``): with XLA the compiled model is the lookup-free
+XLA (``training.jit_compile``): with XLA the trained model is the lookup-free
 core and the dataset is mapped through the lookup layer, so string hashing and
-vocabularies stay in tf.data. ``auto`` turns XLA on for a single-replica
-strategy (MDL trained 1.11-1.23x faster with XLA on this 2-core CPU,
-docs/benchmarks.md) and off for distributed strategies: XLA combined with
-MirroredStrategy on logical CPU devices fails with TensorFlow's "variable on a
-different device" limitation, and parameter-server training runs functions on
-remote workers.
+vocabularies stay in tf.data. How much XLA compiles depends on the table
+optimizer (`xla_mode`): with Adagrad (the default), SGD or RMSprop, whose
+updates touch only the batch's rows, the core is compiled with
+``jit_compile="dense"`` (`tfmdl.models.base.CoreModel`): XLA compiles the dense
+network and its gradient, and the lookup and table updates stay outside and
+sparse, so tables of any size cost nothing per row. Keras' Adam updates every
+table row each step whatever the gradient, so with Adam tables the whole step
+is compiled and table gradients are dense (`split_optimizer`), which is faster
+for Adam and costs O(table) per step either way. ``auto`` turns XLA on for a
+single-replica strategy (MDL trained 1.11-1.23x faster with XLA on this 2-core
+CPU, docs/benchmarks.md) — with Adam tables only up to
+`XLA_MAX_EMBEDDING_PARAMS` table parameters — and off for distributed
+strategies: XLA combined with MirroredStrategy on logical CPU devices fails with
+TensorFlow's "variable on a different device" limitation, and parameter-server
+training runs functions on remote workers.
 """
 
 from __future__ import annotations
@@ -158,12 +167,21 @@ def is_chief(strategy) -> bool:
 XLA_MAX_EMBEDDING_PARAMS = 20_000_000
 
 
-def resolve_jit(mode: str, strategy, embedding_params: int = 0) -> bool:
+def xla_mode(cfg: train_config.TrainingConfig):
+    """What `compile_model` passes as ``jit_compile`` when XLA is on: ``"dense"``
+    (the dense network only; sparse table updates outside XLA) unless the tables
+    use Adam, whose Keras update decays every row's moments each step anyway:
+    then ``True`` (the whole step, with dense table gradients, fused by XLA)."""
+    return True if cfg.embedding_optimizer.name == "adam" else "dense"
+
+
+def resolve_jit(mode: str, strategy, embedding_params: int = 0,
+                dense_tables: bool = False) -> bool:
     """XLA on or off for ``mode`` (auto/on/off) under ``strategy`` (module docstring).
 
-    ``auto`` also keeps XLA off when the embedding tables hold more than
-    `XLA_MAX_EMBEDDING_PARAMS` parameters: under XLA their gradients are applied
-    densely (see `split_optimizer`).
+    With ``dense_tables`` (the whole step compiled, `xla_mode`) ``auto`` also keeps
+    XLA off when the tables hold more than `XLA_MAX_EMBEDDING_PARAMS` parameters,
+    since each step then updates them densely.
     """
     distributed = strategy.num_replicas_in_sync > 1 or is_parameter_server(strategy) or \
         isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -178,7 +196,8 @@ def resolve_jit(mode: str, strategy, embedding_params: int = 0) -> bool:
                 "TensorFlow (XLA cannot place the replicas' variables); use "
                 "jit_compile=auto/off here, or XLA with a single-device strategy.")
         return True
-    return not distributed and embedding_params <= XLA_MAX_EMBEDDING_PARAMS
+    return not distributed and (not dense_tables or
+                                embedding_params <= XLA_MAX_EMBEDDING_PARAMS)
 
 
 # -- optimizers ------------------------------------------------------------------
@@ -219,15 +238,38 @@ def make_optimizer(cfg: train_config.OptimizerConfig):
     return cls(**kwargs)
 
 
+def compile_model(built: base.BuiltModel, cfg: train_config.TrainingConfig, jit: bool,
+                  metrics: bool = True, core: Optional[bool] = None) -> keras.Model:
+    """Compiles and returns the model `prepare` trains: the core (looked-up
+    features in; ``core`` defaults to ``jit``) or the full model, with ``jit``
+    under XLA as `xla_mode` says.
+
+    Split optimizers (`split_optimizer`), one binary cross-entropy per task
+    weighted by ``cfg.loss_weights``, and with ``metrics`` a weighted AUC per task.
+    """
+    tasks = built.spec.task_names
+    model = built.core if (jit if core is None else core) else built.model
+    mode = xla_mode(cfg) if jit else False
+    model.compile(
+        optimizer=split_optimizer(built, cfg, dense_gradients=mode is True),
+        loss={t: keras.losses.BinaryCrossentropy(name=f"{t}_bce") for t in tasks},
+        loss_weights={t: float(cfg.loss_weights.get(t, 1.0)) for t in tasks},
+        weighted_metrics=({t: [keras.metrics.AUC(name="auc", num_thresholds=1000)]
+                           for t in tasks} if metrics else None),
+        jit_compile=mode, steps_per_execution=cfg.steps_per_execution)
+    return model
+
+
 def split_optimizer(built: base.BuiltModel, cfg: train_config.TrainingConfig,
                     dense_gradients: bool = False):
     """Embedding tables -> embedding optimizer, everything else -> dense optimizer.
 
-    With ``dense_gradients`` (used under XLA) the embedding gradients are applied
-    as dense tensors: XLA cannot compile TensorFlow's sparse optimizer kernels
-    (e.g. ResourceSparseApplyAdagradV2), so every table row is updated each step.
-    That costs O(table size) per step, which is why ``jit_compile: auto`` keeps
-    XLA off for models with large tables (`XLA_MAX_EMBEDDING_PARAMS`).
+    With ``dense_gradients`` the embedding gradients are applied as dense
+    tensors, as a model compiled with Keras' ``jit_compile=True`` (the whole
+    step in XLA) needs: XLA cannot compile TensorFlow's sparse optimizer kernels
+    (e.g. ResourceSparseApplyAdagradV2), so every table row is updated each
+    step, O(table size). ``jit_compile="dense"`` (`xla_mode`) keeps the table
+    updates sparse instead.
     """
     import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
 
@@ -474,15 +516,9 @@ def prepare(config, data_dir: str, model_dir: str, *,
     with strategy.scope():
         built = experiment.from_config(exp, spec)
         emb_params = sum(int(v.shape.num_elements()) for v in base.embedding_weights(built.model))
-        jit = resolve_jit(tcfg.jit_compile, strategy, emb_params)
-        model = built.core if jit else built.model
-        model.compile(
-            optimizer=split_optimizer(built, tcfg, dense_gradients=jit),
-            loss={t: keras.losses.BinaryCrossentropy(name=f"{t}_bce") for t in spec.task_names},
-            loss_weights={t: float(tcfg.loss_weights.get(t, 1.0)) for t in spec.task_names},
-            weighted_metrics={t: [keras.metrics.AUC(name="auc", num_thresholds=1000)]
-                              for t in spec.task_names},
-            jit_compile=jit, steps_per_execution=tcfg.steps_per_execution)
+        jit = resolve_jit(tcfg.jit_compile, strategy, emb_params,
+                          dense_tables=xla_mode(tcfg) is True)
+        model = compile_model(built, tcfg, jit)
     report = None
     if warm_start_from:
         report = warm_start_lib.warm_start(built, warm_start_from)
