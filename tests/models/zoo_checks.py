@@ -3,8 +3,8 @@
 * `batch`: one unshuffled batch of raw features.
 * `check_builds`: one named probability in (0, 1) per task, shape ``[n, 1]``.
 * `train_steps_under_xla`: a few XLA-compiled train steps of the *core* model
-  the way ``tfmdl train`` runs them under XLA (``jit_compile=True`` on looked-up
-  features, the trainer's `split_optimizer` with dense embedding gradients).
+  the way ``tfmdl train`` runs them under XLA (`trainer.compile_model`: the dense
+  network compiled, sparse Adagrad table updates outside XLA).
   Every registered model goes through it once, in its `check_full_cycle`
   (tests/training/test_trainer.py checks none is left out).
 * `check_full_cycle`: builds from the spec, trains with `train_steps_under_xla`
@@ -60,17 +60,16 @@ def check_builds(built, spec, data_dir, n=16):
 
 def train_steps_under_xla(built, spec, data_dir, steps=6, lr=1e-2):
     """Trains the core model ``steps`` steps on one batch as ``tfmdl train`` does under
-    XLA: ``jit_compile`` on looked-up features, embedding tables on the trainer's
-    Adagrad and the rest on its Adam (`trainer.split_optimizer` with
-    ``dense_gradients``: XLA cannot compile the sparse table updates). Returns the
-    per-step losses (each measured before that step's update)."""
+    XLA (`trainer.compile_model` with ``jit``: the dense network and its gradient
+    in one XLA function, the embedding tables on the trainer's Adagrad with sparse
+    updates outside it, the rest on its Adam). Returns the per-step losses (each
+    measured before that step's update)."""
     f, labels = labelled_batch(spec, data_dir)
     x = built.lookup(f)
     cfg = train_config.TrainingConfig(
         dense_optimizer=train_config.OptimizerConfig(name="adam", learning_rate=lr))
-    built.core.compile(optimizer=trainer.split_optimizer(built, cfg, dense_gradients=True),
-                       loss={t: "binary_crossentropy" for t in spec.task_names},
-                       jit_compile=True)
+    core = trainer.compile_model(built, cfg, jit=True, metrics=False)
+    assert core is built.core and core.xla_dense
     return [float(built.core.train_on_batch(x, labels, return_dict=True)["loss"])
             for _ in range(steps)]
 
