@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from typing import Any, Dict, List, Mapping, Sequence, Type, TypeVar
 
@@ -170,3 +171,17 @@ def load_yaml(path: str) -> Dict[str, Any]:
 def split_overrides(values: List[str]) -> List[str]:
     """Flattens repeated/comma-free ``--set`` values."""
     return [v for v in values if v]
+
+
+def parse_count(text: Any, what: str = "--params") -> int:
+    """A parameter count as people write it: ``"2M"``, ``"500k"``, ``"1.5G"``,
+    ``"1_000_000"`` or ``4000000`` -> an integer. ``what`` names the flag or key in
+    the error."""
+    raw = str(text).strip().replace("_", "").replace(",", "")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", raw)
+    if not match:
+        raise ValueError(f"{what}={text!r}: expected a count such as 2000000, 500k or 2M.")
+    value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
+    if value < 1:
+        raise ValueError(f"{what}={text!r}: must be at least 1.")
+    return int(round(value))

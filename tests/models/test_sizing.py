@@ -50,7 +50,7 @@ def test_unreachable_budget_names_the_embedding_floor(feed_dir):
 def test_model_info_target_params_writes_a_trainable_config(feed_dir, tmp_path):
     out = tmp_path / "fitted.yaml"
     text = run_cli("model-info", "--config=configs/mdl_feed.yaml", f"--data={feed_dir}",
-                   "--set", "params.layers=1", "--target_params=700000", f"--out={out}").stdout
+                   "--set", "params.layers=1", "--target_params=700k", f"--out={out}").stdout
     assert "fitted mdl to 700,000 total parameters" in text and "chosen config:" in text
     config = yaml.safe_load(out.read_text())
     assert config["model"] == "mdl" and config["params"]["layers"] == 1

@@ -89,15 +89,12 @@ class BenchmarkError(ValueError):
 # small helpers
 # --------------------------------------------------------------------------- #
 def parse_count(text: str, what: str = "--params") -> int:
-    """``"2M"``, ``"500k"``, ``"1.5G"``, ``"1_000_000"`` -> an integer count."""
-    raw = str(text).strip().replace("_", "").replace(",", "")
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", raw)
-    if not match:
-        raise BenchmarkError(f"{what}={text!r}: expected a count such as 2000000, 500k or 2M.")
-    value = float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
-    if value < 1:
-        raise BenchmarkError(f"{what}={text!r}: must be at least 1.")
-    return int(round(value))
+    """``"2M"``, ``"500k"``, ``"1.5G"``, ``"1_000_000"`` -> an integer count
+    (`config_lib.parse_count`, raising `BenchmarkError`)."""
+    try:
+        return config_lib.parse_count(text, what)
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 def format_count(n: Optional[float]) -> str:

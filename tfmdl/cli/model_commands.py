@@ -58,8 +58,8 @@ file (training section kept) for `tfmdl train`."""
 
     def flags(self, fv):
         define_config_flags(fv)
-        flags.DEFINE_integer("target_params", None, "scale the widths to this many "
-                             "parameters (see --match)", flag_values=fv)
+        flags.DEFINE_string("target_params", None, "scale the widths to this many "
+                            "parameters (4000000, 500k, 4M; see --match)", flag_values=fv)
         flags.DEFINE_enum("match", "total", ["total", "dense"], "what --target_params "
                           "counts: all trainable parameters, or the non-embedding ones",
                           flag_values=fv)
@@ -80,12 +80,13 @@ file (training section kept) for `tfmdl train`."""
         try:
             spec, config = load_spec_and_config(fv)
             if fv.target_params is not None:
-                fit = sizing.fit_to_budget(config.model, spec, fv.target_params,
+                target = config_lib.parse_count(fv.target_params, "--target_params")
+                fit = sizing.fit_to_budget(config.model, spec, target,
                                            config.params, count=fv.match,
                                            tolerance=fv.tolerance)
                 config = experiment.load_config(
                     dict(config.raw, params=config_lib.to_dict(fit.params)))
-                print(f"fitted {config.model} to {fv.target_params:,} {fv.match} parameters: "
+                print(f"fitted {config.model} to {target:,} {fv.match} parameters: "
                       f"{fit.count:,} ({fit.relative_error:+.1%}) after {fit.builds} builds")
                 text = yaml.safe_dump(config.to_dict(), sort_keys=False,
                                       default_flow_style=None)
