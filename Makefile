@@ -13,7 +13,7 @@ DEMO_DIR ?= demo_out
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: demo test venv venv-io clean
+.PHONY: demo test test-slow test-all venv venv-io clean
 
 venv: $(STAMP)
 
@@ -43,11 +43,25 @@ demo: $(STAMP)
 	$(BIN)/tfmdl predict --export_dir=$(DEMO_DIR)/export/mdl_feed \
 	    --input=$(DEMO_DIR)/feed/eval-00000.tfrecord --limit=5
 
-# The main suite skips the io-marked tests (no tensorflow-io in .venv); .venv-io
-# runs exactly those. Either failing fails the target.
+# `make test` (what CI runs, within 20 minutes on 2 cores): every test except those
+# marked `slow`, on TEST_WORKERS pytest-xdist processes (most of the suite's time is
+# single-threaded graph tracing and XLA compilation, so two workers use both cores;
+# tests/conftest.py keeps tests that share a trained model or a cluster on one
+# worker), then the io-marked tests in .venv-io (tensorflow-io, TF 2.17). Either
+# failing fails the target. `make test-slow` runs the `slow` tier: multi-process
+# MultiWorkerMirrored and ParameterServer clusters, the CLI's evaluate/compare/export
+# runs, the benchmark suite's end-to-end runs and the learning checks (about 40% of
+# the whole suite's test time); run it before a release or when touching those paths.
+TEST_WORKERS ?= 2
+PYTEST_MAIN = $(BIN)/python -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadgroup
 test: $(STAMP) $(STAMP_IO)
-	$(BIN)/python -m pytest -q --timeout=900 tests
+	$(PYTEST_MAIN) -m "not slow" tests
 	$(BIN_IO)/python -m pytest -q --timeout=600 -m io tests/io
+
+test-slow: $(STAMP)
+	$(PYTEST_MAIN) -m slow tests
+
+test-all: test test-slow
 
 clean:
 	rm -rf $(VENV) $(VENV_IO) $(DEMO_DIR) build *.egg-info

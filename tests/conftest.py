@@ -60,3 +60,61 @@ def feed_dir(tmp_path_factory):
 def search_dir(tmp_path_factory):
     """A small `search` data set (4000 train / 2000 eval), generated once per run."""
     return _small_data(tmp_path_factory, "search")
+
+
+# `make test` runs this suite on two pytest-xdist workers (``-n 2 --dist loadgroup``).
+# Tests that share an expensive session- or module-scoped fixture (a trained model,
+# a benchmark run, a distributed baseline) must run on one worker, or each worker
+# builds the fixture again. xdist's loadgroup would take the groups from
+# ``xdist_group`` marks, but it passes them on by rewriting node ids, which pytest
+# 9.2 no longer allows (pytest-xdist issue 1386: the marks are silently ignored).
+# So the scheduler below groups by test path: every test under one of these
+# prefixes is one unit of work; every other test is scheduled on its own.
+XDIST_GROUPS = {
+    "tests/benchmark/test_quality.py": "quality_run",          # fixture quality_run
+    "tests/benchmark/test_plot_attention.py": "quality_run",
+    "tests/serving/": "serving_model",              # trained_model_dir, exported, loaded
+    "tests/test_evaluation.py": "evaluation_models",   # feed_model, search_model
+    "tests/training/test_warm_start.py": "warm_start",  # rankmixer_dir
+    "tests/training/test_distributed.py": "distributed",  # baseline; one cluster at a time
+}
+
+
+# the expensive shared fixtures and the group every test using them must be in
+SHARED_FIXTURES = {"quality_run": "quality_run", "trained_model_dir": "serving_model",
+                   "feed_model": "evaluation_models", "search_model": "evaluation_models",
+                   "feed_untrained": "evaluation_models", "rankmixer_dir": "warm_start",
+                   "baseline": "distributed"}
+
+
+def xdist_group(nodeid):
+    """The `XDIST_GROUPS` group of a test's node id, or None."""
+    for prefix, group in XDIST_GROUPS.items():
+        if nodeid.startswith(prefix):
+            return group
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, group in SHARED_FIXTURES.items():
+            if fixture in item.fixturenames and xdist_group(item.nodeid) != group:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses the fixture {fixture}: add its path to "
+                    f"XDIST_GROUPS in tests/conftest.py as group {group!r}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PathGroupScheduling(LoadScopeScheduling):
+        """LoadScopeScheduling whose units are `XDIST_GROUPS` groups and single tests
+        (units with more tests are handed out first)."""
+
+        def _split_scope(self, nodeid):
+            return xdist_group(nodeid) or nodeid
+
+    return PathGroupScheduling(config, log)

@@ -26,7 +26,6 @@ def test_lists_commands_and_suggests_on_typos():
     assert out.returncode != 0 and "presett" in out.stderr and "preset" in out.stderr
 
 
-@pytest.mark.slow
 def test_synth_oracle_and_pipeline_benchmark(tmp_path):
     out_dir = str(tmp_path / "search")
     args = ["data", "synth", "--preset=search", "--train=3000", "--eval=1500", "--users=800",
@@ -46,7 +45,6 @@ def test_synth_oracle_and_pipeline_benchmark(tmp_path):
     assert "machine: " in bench.stdout
 
 
-@pytest.mark.slow
 def test_pipeline_benchmark_errors_name_paths(tmp_path, feed_dir):
     out = run("benchmark", "pipeline", f"--data={tmp_path}/missing", check=False)
     assert out.returncode == 2 and f"{tmp_path}/missing" in out.stderr
@@ -66,7 +64,6 @@ def test_pipeline_benchmark_errors_name_paths(tmp_path, feed_dir):
     assert 0 < skipped < 1500
 
 
-@pytest.mark.slow
 def test_convert_bad_row_and_skip(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(

@@ -180,19 +180,6 @@ def test_trains_in_two_replica_mirrored_strategy(feed_dir, two_cpus, mirrored):
     assert hist.history["loss"][-1] < hist.history["loss"][0]
 
 
-def test_save_and_load_round_trip(feed_dir, tmp_path):
-    spec = _spec(feed_dir)
-    built = models.build("mdl", spec, SMALL)
-    f, _, _ = _batch(spec, feed_dir, 16)
-    before = built.model(f)
-    path = str(tmp_path / "saved")
-    built.model.save(path)
-    loaded = keras.models.load_model(path)
-    after = loaded(f)
-    for t in spec.task_names:
-        np.testing.assert_allclose(before[t].numpy(), after[t].numpy(), rtol=1e-5, atol=1e-6)
-
-
 def test_flops_counter_on_a_dense_model():
     x = keras.Input((4,))
     y = keras.layers.Dense(8)(x)

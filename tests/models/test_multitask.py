@@ -20,7 +20,6 @@ MODELS = sorted(SMALL)
 FULL_CYCLE = MODELS   # build, XLA train, save/load (test_trainer checks all are covered)
 
 
-@pytest.mark.slow   # XLA compile of a train step + Keras save/load
 @pytest.mark.parametrize("name", FULL_CYCLE)
 def test_builds_trains_under_xla_and_round_trips(name, feed_dir, tmp_path):
     zoo_checks.check_full_cycle(name, SMALL[name], feed_dir, tmp_path)

@@ -18,7 +18,6 @@ FULL_CYCLE = sorted(SMALL)   # build, XLA train, save/load (test_trainer checks 
 CONFIG_MODELS = ["dnn", "rankmixer", "shared_bottom", "mmoe", "ple", "ple_md", "star", "hmoe"]
 
 
-@pytest.mark.slow   # XLA compile of a train step + Keras save/load
 @pytest.mark.parametrize("name", FULL_CYCLE)
 def test_builds_trains_under_xla_and_round_trips(name, feed_dir, tmp_path):
     zoo_checks.check_full_cycle(name, SMALL[name], feed_dir, tmp_path)

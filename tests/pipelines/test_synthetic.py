@@ -37,7 +37,6 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
                            os.path.join(c, "train-00000.tfrecord"), shallow=False)
 
 
-@pytest.mark.slow
 def test_worker_processes_write_the_same_bytes(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     synthetic.generate(_cfg(train=4000), a, workers=1)

@@ -88,7 +88,6 @@ def test_spec_asset_carries_its_vocabularies(tmp_path):
     assert open(loaded.feature("city").vocabulary_file).read() == "paris\nrome\n"
 
 
-@pytest.mark.slow
 def test_killed_export_leaves_no_version(tmp_path, trained_model_dir, feed_dir):
     base = tmp_path / "E"
     name_dir = base / MODEL_NAME

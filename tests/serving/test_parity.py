@@ -25,7 +25,6 @@ _SCORE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
 def test_fresh_process_matches_keras_on_1000_eval_examples(tmp_path, exported,
                                                            trained_model_dir, eval_records):
     assert len(eval_records) == 1000
@@ -51,7 +50,6 @@ def test_fresh_process_matches_keras_on_1000_eval_examples(tmp_path, exported,
                                    atol=1e-5)
 
 
-@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures(exported, feed_spec):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     proc = subprocess.run([cli, "show", "--dir", exported.path, "--all"], capture_output=True,

@@ -197,7 +197,6 @@ def test_cli_bad_labels_and_missing_data_are_named(feed_dir, tmp_path):
     assert out.returncode == 2 and "Did you mean 'width'" in out.stderr
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_from_its_backup(feed_dir, tmp_path):
     m = str(tmp_path / "m")
     cfg = _config(tmp_path, steps=200, epochs=1, jit_compile="off", validate=False,
