@@ -50,8 +50,8 @@ demo: $(STAMP)
 # worker), then the io-marked tests in .venv-io (tensorflow-io, TF 2.17). Either
 # failing fails the target. `make test-slow` runs the `slow` tier: multi-process
 # MultiWorkerMirrored and ParameterServer clusters, the CLI's evaluate/compare/export
-# runs, the benchmark suite's end-to-end runs and the learning checks (about 40% of
-# the whole suite's test time); run it before a release or when touching those paths.
+# runs, the benchmark suite's end-to-end runs and the learning checks (about a third
+# of the whole suite's test time); run it before a release or when touching those paths.
 TEST_WORKERS ?= 2
 PYTEST_MAIN = $(BIN)/python -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadgroup
 test: $(STAMP) $(STAMP_IO)
