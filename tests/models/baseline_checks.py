@@ -1,61 +1,40 @@
 """Checks the zoo part-B model tests share (test_ctr, test_pepnet, test_topology).
 
-Helpers, not tests: `check_full_cycle` builds a model from the spec, trains a few
-XLA-compiled steps of its core model the way ``tfmdl train`` does under XLA
-(`zoo_checks.train_steps_under_xla`), and round-trips it through a weights
-checkpoint and the Keras format (`zoo_checks.check_save_load`);
-`check_rankmixer_backbone` and `check_configs` cover the backbone switch and the
-shipped config files.
+Helpers, not tests, on top of `zoo_checks` (the checks every zoo model passes):
+`check_builds` and `check_full_cycle` add that a model's inputs are exactly the
+spec's features and the scenario field; `check_rankmixer_backbone` and
+`check_configs` cover the backbone switch and the shipped config files.
 """
 
 import glob
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from tests.models import zoo_checks
 from tfmdl import models
-from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
+batch = zoo_checks.batch
 
-def batch(spec, data_dir, n=32):
-    return next(iter(reader.make_dataset(spec, data_dir, n, split="eval", shuffle=False)))[0]
+
+def _check_inputs(built, spec):
+    assert set(built.model.input) == set(spec.feature_names) | {spec.scenario.feature}
 
 
 def check_builds(built, spec, data_dir, n=16):
-    """One named probability per task; inputs are the spec's features + scenario."""
-    assert sorted(built.model.output_names) == sorted(spec.task_names)
-    assert set(built.model.input) == set(spec.feature_names) | {spec.scenario.feature}
-    out = built.model(batch(spec, data_dir, n))
-    for t in spec.task_names:
-        p = out[t].numpy()
-        assert p.shape == (n, 1) and ((p > 0) & (p < 1)).all(), t
-    return out
-
-
-def check_trains_under_xla(built, spec, data_dir):
-    """A few XLA-compiled steps of the core model through the trainer's split
-    optimizer (`zoo_checks.train_steps_under_xla`) lower the loss, and the full
-    model shares the trained weights."""
-    loss = zoo_checks.train_steps_under_xla(built, spec, data_dir)
-    assert np.isfinite(loss).all() and loss[-1] < loss[0], loss
-    f = batch(spec, data_dir, 8)
-    t = spec.task_names[0]
-    np.testing.assert_allclose(built.model(f)[t].numpy(),
-                               built.core(built.lookup(f))[t].numpy(), rtol=1e-5, atol=1e-6)
+    """`zoo_checks.check_builds`; inputs are the spec's features + scenario."""
+    _check_inputs(built, spec)
+    return zoo_checks.check_builds(built, spec, data_dir, n)
 
 
 def check_full_cycle(name, params, data_dir, tmp_path):
-    """Build from the spec, train a few XLA steps, save and load."""
-    spec = spec_lib.load_spec(data_dir)
-    built = models.build(name, spec, params)
-    check_builds(built, spec, data_dir)
-    check_trains_under_xla(built, spec, data_dir)
-    zoo_checks.check_save_load(built, spec, data_dir, tmp_path, n=16)
+    """`zoo_checks.check_full_cycle` (build, XLA training through the trainer,
+    weights and Keras round trips); inputs are the spec's features + scenario."""
+    built = zoo_checks.check_full_cycle(name, params, data_dir, tmp_path)
+    _check_inputs(built, built.spec)
     return built
 
 
