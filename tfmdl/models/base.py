@@ -83,11 +83,16 @@ class CoreModel(keras.Model):
     1. outside XLA, the `FeatureEmbedding` layer looks the batch's rows up;
     2. one XLA-compiled function runs the rest of the model on those
        embeddings (the layer `FeatureEmbedding.feeding` them while it is
-       traced) and the loss; its gradient is compiled too;
-    3. the tape carries the gradient back through the lookup as
-       `tf.IndexedSlices`, so table optimizers apply sparse updates (e.g.
-       ``ResourceSparseApplyAdagradV2``, the touched rows only) and the dense
-       weights get the XLA-computed gradients.
+       traced), the loss, and the loss's gradient with respect to the dense
+       weights and to the looked-up embeddings — forward and backward in one
+       XLA computation, so XLA fuses across them and the step launches one
+       executable;
+    3. outside XLA again, the embeddings' gradient is carried back through the
+       lookup as `tf.IndexedSlices`, so table optimizers apply sparse updates
+       (e.g. ``ResourceSparseApplyAdagradV2``, the touched rows only), and the
+       optimizer applies everything in one ``apply_gradients`` (the same
+       gradient clipping, aggregation across replicas and split optimizers as
+       Keras' ``minimize``).
 
     Prediction and evaluation run without XLA in this mode. Any other
     ``jit_compile`` value is Keras' own. The numbers are those of the plain
@@ -114,21 +119,37 @@ class CoreModel(keras.Model):
                              f"FeatureEmbedding layer in the model, found {len(layers)}.")
         return layers[0]
 
-    def _dense_forward(self, x, embeddings, y, sample_weight):
-        with self._embedding_layer().feeding(embeddings):
-            y_pred = self(x, training=True)
-        return y_pred, self.compute_loss(x, y, y_pred, sample_weight)
+    def _split_variables(self):
+        """(dense, table) trainable variables."""
+        tables = self._embedding_layer().trainable_weights
+        ids = {id(v) for v in tables}
+        return [v for v in self.trainable_variables if id(v) not in ids], tables
+
+    def _dense_step_fn(self, x, embeddings, y, sample_weight):
+        dense, _ = self._split_variables()
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            with self._embedding_layer().feeding(embeddings):
+                y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
+        grads, embedding_grads = tape.gradient(
+            loss, (dense, embeddings), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return y_pred, loss, grads, embedding_grads
 
     def train_step(self, data):
         if not self.xla_dense:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self._dense_step is None:
-            self._dense_step = tf.function(self._dense_forward, jit_compile=True)
+            self._dense_step = tf.function(self._dense_step_fn, jit_compile=True)
+        dense, tables = self._split_variables()
         with tf.GradientTape() as tape:
             embeddings = self._embedding_layer()(x, training=True)
-            y_pred, loss = self._dense_step(x, embeddings, y, sample_weight)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        y_pred, _, grads, embedding_grads = self._dense_step(x, embeddings, y, sample_weight)
+        table_grads = tape.gradient(embeddings, tables, output_gradients=embedding_grads)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(list(grads) + list(table_grads), dense + list(tables))
+             if g is not None])
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
 
