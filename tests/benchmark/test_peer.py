@@ -1,8 +1,10 @@
 import builtins
 import math
 
+import numpy as np
 import pytest
 
+from tfmdl import models
 from tfmdl.benchmark import peer
 from tfmdl.pipelines import spec as spec_lib
 
@@ -102,3 +104,35 @@ def test_deepctr_gets_the_same_table_split(feed_dir):
     assert type(same).__name__ == "Adam"
     with pytest.raises(ValueError, match=r"--table_optimizer: 'ftrl' is not one of"):
         peer.optimizer_configs("ftrl", 1e-3)
+
+
+def test_matmul_flops_count_every_kernel_three_times(feed_dir):
+    spec = peer.peer_spec(spec_lib.load_spec(feed_dir))
+    built = models.build("shared_bottom", spec, peer.tfmdl_params("shared_bottom", peer.Arch()))
+    first = [v for v in built.core.trainable_variables if "dense_0/kernel" in v.name]
+    d = first[0].shape[0]                                           # embedding concat width
+    T = len(spec.task_names)
+    macs = d * 256 + 256 * 128 + T * (128 * 64 + 64 * 1)              # Arch defaults
+    assert peer.matmul_flops_per_example(built.core) == 6 * macs
+
+
+def test_matmul_rate_is_a_plausible_flop_rate():
+    rate = peer.matmul_rate(64, seconds=0.05)
+    assert 1e8 < rate < 1e13
+
+
+def test_result_reports_each_side_against_the_matmul_bound(feed_dir):
+    result = peer.run("shared_bottom", feed_dir, train=512, eval_examples=256, batch_size=128,
+                      warmup_steps=1, steps=1, rounds=1, log=lambda _: None)
+    mm = result["matmul"]
+    assert mm["bound_examples_per_second"] == pytest.approx(mm["rate"] / mm["flops_per_example"])
+    for side in result["sides"].values():
+        assert side["share_of_bound"] == pytest.approx(
+            side["examples_per_second"] / mm["bound_examples_per_second"])
+    assert "matmul bound:" in peer.format_result(result)
+
+
+def test_race_batches_have_autotuning_off(feed_dir):
+    x = {"a": np.arange(8)}
+    ds, n = peer._batches(x, {"t": np.ones(8)}, {"t": np.ones(8)}, np.arange(8), 4)
+    assert n == 2 and ds.options().autotune.enabled is False

@@ -39,7 +39,18 @@ through ``VarLenSparseFeat`` pooling layers with different semantics.
 
 Both models read the same in-memory arrays through ``tf.data`` datasets passed
 to ``fit`` (a Python iterator would make Keras pull every batch through a
-``py_function``, a cost that would hide the models' own).
+``py_function``, a cost that would hide the models' own), with tf.data's
+autotuning off: every ``fit`` call starts a new iterator, and tearing down an
+autotuned one stalled ``fit``'s return by ~2 s in a third of the rounds on
+this 2-core machine, for either library, which made round ratios noise.
+
+* matmul bound: the dense network's matrix products are the same in both
+  libraries — ``6 · batch · Σ kernel sizes`` FLOPs per step (forward, input
+  gradient, weight gradient of every kernel; the first layer's input gradient
+  feeds the embeddings). Divided into the rate of TensorFlow's float32 matmul on
+  this machine (a ``[batch, 256] x [256, 128]`` product, measured next to every
+  round), it bounds the examples/s of any library whose matmuls are
+  TensorFlow's; each side is reported as a share of that bound.
 """
 
 from __future__ import annotations
@@ -237,7 +248,41 @@ def _batches(x, y, w, order: np.ndarray, batch: int) -> Tuple[tf.data.Dataset, i
         a = a[order[:n * batch]]
         return a.reshape((n, batch) + a.shape[1:])
 
-    return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(take, (x, y, w))), n
+    ds = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(take, (x, y, w)))
+    options = tf.data.Options()
+    options.autotune.enabled = False   # module docstring: teardown stalls
+    return ds.with_options(options), n
+
+
+def matmul_flops_per_example(model: keras.Model) -> int:
+    """Training FLOPs per example of ``model``'s dense kernels: ``6 · Σ sizes``
+    (embedding tables and biases left out)."""
+    tables = {id(v) for v in base.embedding_weights(model)}
+    sizes = [v.shape.num_elements() for v in model.trainable_variables
+             if id(v) not in tables and v.shape.rank >= 2 and "kernel" in v.name]
+    return 6 * int(sum(sizes))
+
+
+def matmul_rate(batch: int, seconds: float = 0.3) -> float:
+    """FLOP/s of TensorFlow's float32 ``[batch, 256] x [256, 128]`` matmul here."""
+    a = tf.random.uniform([batch, 256])
+    b = tf.random.uniform([256, 128])
+
+    @tf.function
+    def products(n):
+        out = tf.zeros([batch, 128])
+        for _ in tf.range(n):
+            out += tf.matmul(a, b)
+        return out
+
+    products(tf.constant(2)).numpy()
+    n, elapsed = 4, 0.0
+    while elapsed < seconds:
+        n *= 2
+        start = time.perf_counter()
+        products(tf.constant(n)).numpy()
+        elapsed = time.perf_counter() - start
+    return 2.0 * batch * 256 * 128 * n / elapsed
 
 
 def _fit(side: Side, batches: tf.data.Dataset, num_batches: int, steps: int) -> float:
@@ -352,7 +397,10 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
     for side in sides:
         _fit(side, *batches[side.name], warmup_steps)   # traces, compiles, warms caches
         side.steps += warmup_steps
+    flops = matmul_flops_per_example(built.core)
+    rates = []
     for r in range(rounds):
+        rates.append(matmul_rate(batch_size))
         for side in (sides if r % 2 == 0 else sides[::-1]):
             seconds = _fit(side, *batches[side.name], steps)
             side.seconds += seconds
@@ -365,12 +413,16 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
         side.auc = _auc(side, spec, eval_data, 4096)
     # same steps per round on both sides: a round's speed ratio is DeepCTR's time / tfmdl's
     round_ratios = [p / t for t, p in zip(sides[0].round_seconds, sides[1].round_seconds)]
+    bound = float(np.median(rates)) / flops
     return {
         "model": model, "arch": dataclasses.asdict(arch), "batch_size": batch_size,
         "table_optimizer": table_optimizer,
         "train_examples": len(train_data), "eval_examples": len(eval_data),
         "jit_compile": jit_compile, "steps_trained": sides[0].steps,
+        "matmul": {"flops_per_example": flops, "rate": float(np.median(rates)),
+                   "bound_examples_per_second": bound},
         "sides": {s.name: {"examples_per_second": s.examples_per_second, "params": s.params,
+                           "share_of_bound": s.examples_per_second / bound,
                            "auc": s.auc, "mean_auc": float(np.nanmean(list(s.auc.values())))}
                   for s in sides},
         "ratio": float(np.median(round_ratios)),
@@ -396,5 +448,12 @@ def format_result(result: Mapping[str, Any]) -> str:
                  f"rounds, range {min(rounds):.2f}-{max(rounds):.2f}; ratio of the totals "
                  f"{result['ratio_of_totals']:.2f}; after {result['steps_trained']} steps "
                  f"each, batch {result['batch_size']})")
+    mm = result["matmul"]
+    lines.append(f"matmul bound: {mm['flops_per_example'] * result['batch_size'] / 1e9:.2f} GFLOP "
+                 f"of dense matmuls per step; TensorFlow's float32 matmul here "
+                 f"{mm['rate'] / 1e9:.0f} GFLOP/s (median over the rounds) -> at most "
+                 f"{mm['bound_examples_per_second']:,.0f} examples/s; tfmdl at "
+                 f"{tfmdl_side['share_of_bound']:.0%}, DeepCTR at "
+                 f"{peer_side['share_of_bound']:.0%} of it")
     return "\n".join(lines)
 
