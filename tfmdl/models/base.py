@@ -132,8 +132,12 @@ class CoreModel(keras.Model):
             with self._embedding_layer().feeding(embeddings):
                 y_pred = self(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
-        grads, embedding_grads = tape.gradient(
-            loss, (dense, embeddings), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads, embedding_grads = tape.gradient(loss, (dense, embeddings))
+        # a dense weight the loss does not reach keeps its None gradient (Keras
+        # skips it with a warning, as `minimize` would); an embedding that does
+        # not reach the loss sends zeros back through the lookup
+        embedding_grads = tf.nest.map_structure(
+            lambda g, e: tf.zeros_like(e) if g is None else g, embedding_grads, embeddings)
         return y_pred, loss, grads, embedding_grads
 
     def train_step(self, data):

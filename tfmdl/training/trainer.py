@@ -23,8 +23,8 @@ vocabularies stay in tf.data. How much XLA compiles depends on the table
 optimizer (`xla_mode`): with Adagrad (the default), SGD or RMSprop, whose
 updates touch only the batch's rows, the core is compiled with
 ``jit_compile="dense"`` (`tfmdl.models.base.CoreModel`): XLA compiles the dense
-network and its gradient as one computation, and the lookup and table updates stay outside and
-sparse, so tables of any size cost nothing per row. Keras' Adam updates every
+network and its gradient as one computation, and the lookup and table updates
+stay outside and sparse, so tables of any size cost nothing per row. Keras' Adam updates every
 table row each step whatever the gradient, so with Adam tables the whole step
 is compiled and table gradients are dense (`split_optimizer`), which is faster
 for Adam and costs O(table) per step either way. ``auto`` turns XLA on for a
