@@ -57,6 +57,31 @@ def test_dense_xla_trains_like_the_plain_step(feed_dir):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_dense_sub_optimizer_runs_inside_xla_once_a_step(feed_dir):
+    split, _ = _train("mmoe", feed_dir, "dense", steps=3)
+    composite = split.core.optimizer
+    (table_opt, _), (dense_opt, _) = composite._optimizers_and_vars
+    inside, outside = split.core._optimizer_split()
+    # Adam (dense weights only) is applied in the XLA step, Adagrad (tables) outside
+    assert [sub for sub, _ in inside] == [dense_opt]
+    assert [sub for sub, _ in outside] == [table_opt]
+    # each sub-optimizer stepped once per batch, neither skipped nor twice
+    assert int(dense_opt.iterations.numpy()) == 3
+    assert int(table_opt.iterations.numpy()) == 3
+
+
+def test_no_inside_split_when_one_optimizer_owns_tables_and_dense(feed_dir):
+    import tensorflow_recommenders as tfrs
+    spec = spec_lib.load_spec(feed_dir)
+    built = models.build("mmoe", spec, SMALL["mmoe"])
+    every = lambda: built.core.trainable_variables
+    opt = tfrs.experimental.optimizers.CompositeOptimizer(
+        [(keras.optimizers.legacy.Adagrad(0.1), every)])
+    built.core.compile(optimizer=opt, jit_compile="dense",
+                       loss={t: "binary_crossentropy" for t in spec.task_names})
+    assert built.core._optimizer_split() == ((), ())
+
+
 def test_dense_xla_updates_tables_sparsely(feed_dir):
     spec = spec_lib.load_spec(feed_dir)
     opt, before = RecordingAdagrad(0.5), {}

@@ -90,9 +90,15 @@ class CoreModel(keras.Model):
     3. outside XLA again, the embeddings' gradient is carried back through the
        lookup as `tf.IndexedSlices`, so table optimizers apply sparse updates
        (e.g. ``ResourceSparseApplyAdagradV2``, the touched rows only), and the
-       optimizer applies everything in one ``apply_gradients`` (the same
-       gradient clipping, aggregation across replicas and split optimizers as
-       Keras' ``minimize``).
+       optimizer applies them with Keras' ``apply_gradients`` (the same gradient
+       clipping, aggregation across replicas and split optimizers as Keras'
+       ``minimize``).
+
+    With a split optimizer (TFRS `CompositeOptimizer`, what the trainer builds)
+    the sub-optimizers that own dense weights only apply their updates inside
+    the XLA computation of step 2 — one fused executable instead of a kernel
+    per weight (`_optimizer_split` says when that applies); the table
+    optimizers stay in step 3.
 
     Prediction and evaluation run without XLA in this mode. Any other
     ``jit_compile`` value is Keras' own. The numbers are those of the plain
@@ -125,6 +131,31 @@ class CoreModel(keras.Model):
         ids = {id(v) for v in tables}
         return [v for v in self.trainable_variables if id(v) not in ids], tables
 
+    def _optimizer_split(self):
+        """``(inside, outside)``: the sub-optimizers of a TFRS `CompositeOptimizer`
+        that update dense weights only, whose updates run inside the XLA
+        computation, and the others (those with a table), applied outside it;
+        each as ``(optimizer, {variable refs})``. ``((), ())`` when there is no
+        such split: a single optimizer, or tables and dense weights under one
+        sub-optimizer (its step counter must move once a step), a variable no
+        sub-optimizer handles (the composite's own error names it), or a
+        distribution strategy (its cross-replica gradient aggregation stays in
+        Keras' ``apply_gradients``)."""
+        optimizer = self.optimizer
+        pairs = getattr(optimizer, "_optimizers_and_vars", None)
+        if not pairs or tf.distribute.has_strategy():
+            return (), ()
+        _, tables = self._split_variables()
+        table_refs = {v.ref() for v in tables}
+        inside, outside, handled = [], [], set()
+        for sub, variables in pairs:
+            refs = {v.ref() for v in variables()}
+            (outside if refs & table_refs else inside).append((sub, refs))
+            handled |= refs
+        if not inside or any(v.ref() not in handled for v in self.trainable_variables):
+            return (), ()
+        return tuple(inside), tuple(outside)
+
     def _dense_step_fn(self, x, embeddings, y, sample_weight):
         dense, _ = self._split_variables()
         with tf.GradientTape() as tape:
@@ -138,6 +169,13 @@ class CoreModel(keras.Model):
         # not reach the loss sends zeros back through the lookup
         embedding_grads = tf.nest.map_structure(
             lambda g, e: tf.zeros_like(e) if g is None else g, embedding_grads, embeddings)
+        inside, _ = self._optimizer_split()
+        applied = set()
+        for sub, refs in inside:
+            pairs = [(g, v) for g, v in zip(grads, dense) if g is not None and v.ref() in refs]
+            sub.apply_gradients(pairs)
+            applied |= refs
+        grads = [None if v.ref() in applied else g for g, v in zip(grads, dense)]
         return y_pred, loss, grads, embedding_grads
 
     def train_step(self, data):
@@ -151,9 +189,13 @@ class CoreModel(keras.Model):
             embeddings = self._embedding_layer()(x, training=True)
         y_pred, _, grads, embedding_grads = self._dense_step(x, embeddings, y, sample_weight)
         table_grads = tape.gradient(embeddings, tables, output_gradients=embedding_grads)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(list(grads) + list(table_grads), dense + list(tables))
-             if g is not None])
+        rest = [(g, v) for g, v in zip(list(grads) + list(table_grads), dense + list(tables))
+                if g is not None]
+        inside, outside = self._optimizer_split()
+        if not inside:
+            self.optimizer.apply_gradients(rest)
+        for sub, refs in outside:
+            sub.apply_gradients([(g, v) for g, v in rest if v.ref() in refs])
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
 
