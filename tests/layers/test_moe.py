@@ -170,6 +170,28 @@ def test_stacked_cgc_levels():
         last(x_input([3, 2, 4]))
 
 
+def test_slot_major_calls_match_the_batch_major_ones():
+    # stacked levels and experts chain slot-major ([slots, batch, d]); it must be
+    # the same map as the public batch-major call, transposed
+    first = CGC(2, 2, 1, [4], shared_output=True)
+    last = CGC(2, 2, 1, [3])
+    x = x_input([3, 5])
+    first(x)
+    randomize(first)
+    y = first(x)
+    last(y)
+    randomize(last)
+    chained = last.token_major_call(first.token_major_call(x))        # [K, batch, u]
+    np.testing.assert_allclose(np.transpose(chained.numpy(), [1, 0, 2]), last(y).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    experts = Experts(3, [4, 2])
+    per_expert = x_input([3, 3, 5], seed=2)
+    experts(per_expert)
+    tm = experts.token_major_call(tf.transpose(per_expert, [1, 0, 2]))
+    np.testing.assert_allclose(np.transpose(tm.numpy(), [1, 0, 2]), experts(per_expert).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- HMoE fusion
 def test_label_space_fusion_matches_numpy():
     S, K = 3, 2

@@ -46,6 +46,11 @@ def gated_sum(weights: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(weights[..., None] * values, axis=-2)
 
 
+def _major_gated_sum(weights: tf.Tensor, values: tf.Tensor, axis: int) -> tf.Tensor:
+    """``Σ_j w_j v_j`` over a major ``axis`` of broadcastable weights and values."""
+    return tf.reduce_sum(tf.cast(weights, values.dtype) * values, axis=axis)
+
+
 def mix_experts(expert_outputs: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """``y_g = Σ_e w_{g,e} f_e``: ``[B, E, u]`` experts, ``[B, G, E]`` weights -> ``[B, G, u]``."""
     return gated_sum(weights, expert_outputs[:, None])
@@ -111,16 +116,25 @@ class Experts(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
+        if inputs.shape.rank == 3:
+            inputs = token_major(inputs)
+        return token_major(self.token_major_call(inputs, training=training))
+
+    def token_major_call(self, inputs, training=None):
+        """The experts on token-major input: ``[batch, d]`` (shared) or ``[E, batch,
+        d]`` -> ``[E, batch, units[-1]]``. Layers that chain experts (`CGC`) stay
+        token-major between them, so no transposes run in between."""
+        inputs = tf.convert_to_tensor(inputs)
         first = self.layers_[0]
         if inputs.shape.rank == 2:
             x = token_major(first.shared_call(inputs))
         else:
-            x = first.token_major_call(token_major(inputs))
+            x = first.token_major_call(inputs)
         x = self._activate(x, training)
         # token-major [E, batch, ·] between layers: one batched matmul each, no transposes
         for layer in self.layers_[1:]:
             x = self._activate(layer.token_major_call(x), training)
-        return token_major(x)
+        return x
 
     def _activate(self, x, training):
         x = self.activation(x)
@@ -192,6 +206,10 @@ class Gate(keras.layers.Layer):
         if inputs.shape.rank == 2:
             return tf.nn.softmax(self.logits.shared_call(inputs), axis=-1)
         return tf.nn.softmax(self.logits(inputs), axis=-1)
+
+    def token_major_call(self, inputs):
+        """The gates on token-major per-gate input ``[G, batch, d]`` -> ``[G, batch, E]``."""
+        return tf.nn.softmax(self.logits.token_major_call(inputs), axis=-1)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape([tf.TensorShape(input_shape)[0], self.num_gates,
@@ -370,42 +388,66 @@ class CGC(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         self._check_input(inputs.shape)
+        if inputs.shape.rank == 3:
+            inputs = token_major(inputs)
+        return token_major(self.token_major_call(inputs, training=training))
+
+    def token_major_call(self, inputs, training=None):
+        """The level on slot-major input — ``[batch, d]`` or ``[N·(K+1), batch, d]`` —
+        -> ``[N·K, batch, u]`` or ``[N·(K+1), batch, u]``.
+
+        Stacked levels stay slot-major between them (their batch-major
+        transposes cancel under XLA): experts and slots then lead the batch, so
+        every gated sum is a sum over a major axis (an elementwise fusion) and
+        the slots are reshapes, not relayouts.
+        """
+        inputs = tf.convert_to_tensor(inputs)
         K, mt, ms, N = self.num_tasks, self.task_experts, self.shared_experts, self.num_groups
+        P = K * mt + ms
         if inputs.shape.rank == 2:
-            expert_in, task_in, shared_in = inputs, inputs, inputs
+            expert_in, task_in, shared_in = inputs, None, None
         else:
             expert_in, task_in, shared_in = self._slot_inputs(inputs)
-        experts = self.experts(expert_in, training=training)              # [B, N·P, u]
+        experts = self.experts.token_major_call(expert_in, training=training)   # [N·P, B, u]
         u = experts.shape[-1]
-        grouped = tf.reshape(experts, [-1, N, K * mt + ms, u])            # [B, N, P, u]
+        batch = tf.shape(experts)[1]
+        grouped = tf.reshape(experts, [N, P, batch, u])
         # tf.split, not slicing: a split's gradient is one concat, a slice's a
-        # zero-filled StridedSliceGrad per slice (the slowest op of PLE's step)
-        own, shared_experts = tf.split(grouped, [K * mt, ms], axis=2)
-        # task k's experts (the batch size is explicit: with m_t = 0 there is nothing to infer it from)
-        own = tf.reshape(own, [tf.shape(experts)[0], N, K, mt, u])
-        weights = tf.reshape(self.task_gate(task_in), [-1, N, K, mt + ms])
-        own_weights, shared_weights = tf.split(weights, [mt, ms], axis=-1)
-        tasks = (gated_sum(own_weights, own)
-                 + gated_sum(shared_weights, shared_experts[:, :, None]))  # [B, N, K, u]
+        # zero-filled StridedSliceGrad per slice
+        own, shared_experts = tf.split(grouped, [K * mt, ms], axis=1)
+        own = tf.reshape(own, [N, K, mt, batch, u])                        # task k's experts
+        weights = (self.task_gate(inputs) if task_in is None                # [B, N·K, mt+ms]
+                   else token_major(self.task_gate.token_major_call(task_in)))
+        # [N, K, mt+ms, B, 1]: a small transpose of the weights, not of the experts
+        weights = tf.transpose(tf.reshape(weights, [batch, N, K, mt + ms]), [1, 2, 3, 0])
+        own_weights, shared_weights = tf.split(weights[..., None], [mt, ms], axis=2)
+        tasks = (_major_gated_sum(own_weights, own, axis=2)
+                 + _major_gated_sum(shared_weights, shared_experts[:, None], axis=2))  # [N, K, B, u]
         if self.shared_gate is None:
-            return tf.reshape(tasks, [-1, N * K, u])
-        shared = gated_sum(self.shared_gate(shared_in), grouped)           # [B, N, u]
-        out = tf.concat([tasks, shared[:, :, None]], axis=2)               # [B, N, K+1, u]
-        return tf.reshape(out, [-1, N * (K + 1), u])
+            return tf.reshape(tasks, [N * K, batch, u])
+        shared_weights = (self.shared_gate(inputs) if shared_in is None   # [B, N, P]
+                          else token_major(self.shared_gate.token_major_call(shared_in)))
+        shared_weights = tf.transpose(shared_weights, [1, 2, 0])[..., None]   # [N, P, B, 1]
+        shared = _major_gated_sum(shared_weights, grouped, axis=1)          # [N, B, u]
+        out = tf.concat([tasks, shared[:, None]], axis=1)                   # [N, K+1, B, u]
+        return tf.reshape(out, [N * (K + 1), batch, u])
 
     def _slot_inputs(self, inputs):
-        """Expert, task-gate and shared-gate inputs from ``[B, N·(K+1), d]`` slots."""
+        """Expert, task-gate and shared-gate inputs from slot-major
+        ``[N·(K+1), B, d]`` slots: ``[N·P, B, d]``, ``[N·K, B, d]``, ``[N, B, d]``."""
         K, mt, ms, N = self.num_tasks, self.task_experts, self.shared_experts, self.num_groups
         d = inputs.shape[-1]
-        slots = tf.reshape(inputs, [-1, N, K + 1, d])
-        task_in, shared_in = tf.split(slots, [K, 1], axis=2)            # [B,N,K,d], [B,N,1,d]
+        batch = tf.shape(inputs)[1]
+        slots = tf.reshape(inputs, [N, K + 1, batch, d])
+        task_in, shared_in = tf.split(slots, [K, 1], axis=1)            # [N,K,B,d], [N,1,B,d]
         if mt == 1 and ms == 1:   # one expert per slot: the slots are the expert inputs
             expert_in = inputs
         else:                     # task k's m_t experts read slot k, the m_s shared slot K
-            own = tf.repeat(task_in, mt, axis=2)                          # [B, N, K·mt, d]
-            shared = tf.repeat(shared_in, ms, axis=2)                     # [B, N, ms, d]
-            expert_in = tf.reshape(tf.concat([own, shared], axis=2), [-1, N * (K * mt + ms), d])
-        return expert_in, tf.reshape(task_in, [-1, N * K, d]), shared_in[:, :, 0]
+            own = tf.repeat(task_in, mt, axis=1)                          # [N, K·mt, B, d]
+            shared = tf.repeat(shared_in, ms, axis=1)                     # [N, ms, B, d]
+            expert_in = tf.reshape(tf.concat([own, shared], axis=1), [N * (K * mt + ms), batch, d])
+        return (expert_in, tf.reshape(task_in, [N * K, batch, d]),
+                tf.reshape(shared_in, [N, batch, d]))
 
     def compute_output_shape(self, input_shape):
         n = self.num_slots if self.shared_output else self.num_groups * self.num_tasks
