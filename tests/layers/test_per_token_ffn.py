@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from tfmdl.layers import per_token_ffn
 from tfmdl.layers.per_token_ffn import PerTokenDense, PerTokenFFN
 from tests.layers.numpy_reference import np_pffn, np_per_token_dense_weights
 
@@ -126,3 +127,54 @@ def test_jit_compile_matches_eager():
     eager = ffn(x).numpy()
     compiled = tf.function(lambda t: ffn(t), jit_compile=True)(x).numpy()
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("d_in,units,narrow", [(128, 2, True), (64, 64, True), (8, 8, True),
+                                               (4, 8, False), (128, 65, False), (256, 128, False)])
+def test_narrow_kernels_are_those_with_few_units(d_in, units, narrow):
+    assert per_token_ffn.is_narrow(d_in, units) is narrow
+
+
+def _product_and_grads(x, w, dy, jit):
+    @tf.function(jit_compile=jit)
+    def step(x, w, dy):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = per_token_ffn.kernel_product(x, w)
+        return [y] + tape.gradient(y, [x, w], output_gradients=dy)
+    return [t.numpy() for t in step(x, w, dy)]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("kernel_shape", [(3, 6, 2), (6, 2), (3, 6, 9)])
+def test_kernel_product_and_its_gradients_equal_the_plain_product(kernel_shape, jit):
+    # narrow ([.., 6, 2]: units-major, behind XLA barriers under jit) and wide kernels
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=kernel_shape).astype(np.float32)
+    x = rng.normal(size=kernel_shape[:-2] + (5, kernel_shape[-2])).astype(np.float32)
+    dy = rng.normal(size=kernel_shape[:-2] + (5, kernel_shape[-1])).astype(np.float32)
+    y, dx, dw = _product_and_grads(x, w, dy, jit)
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, dy @ np.swapaxes(w, -1, -2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, np.swapaxes(x, -1, -2) @ dy, rtol=1e-5, atol=1e-5)
+
+
+def test_narrow_kernel_is_multiplied_units_major():
+    layer = PerTokenDense(2)
+    layer.build([None, 3, 16])
+
+    def ops_of(jit):
+        fn = tf.function(layer.token_major_call, jit_compile=jit)
+        graph = fn.get_concrete_function(tf.TensorSpec([3, 4, 16])).graph
+        return {op.type: op for op in graph.get_operations()}
+
+    plain = ops_of(False)
+    assert plain["BatchMatMulV2"].get_attr("adj_y") is True
+    assert "XlaOptimizationBarrier" not in plain       # only XLA folds transposes
+    assert "XlaOptimizationBarrier" in ops_of(True)
+    wide = PerTokenDense(32)
+    wide.build([None, 3, 16])
+    graph = tf.function(wide.token_major_call).get_concrete_function(
+        tf.TensorSpec([3, 4, 16])).graph
+    matmul = [op for op in graph.get_operations() if op.type == "BatchMatMulV2"][0]
+    assert matmul.get_attr("adj_y") is False
