@@ -51,6 +51,12 @@ this 2-core machine, for either library, which made round ratios noise.
   this machine (a ``[batch, 256] x [256, 128]`` product, measured next to every
   round), it bounds the examples/s of any library whose matmuls are
   TensorFlow's; each side is reported as a share of that bound.
+* matmul floor (`matmul_floor`): the tfmdl model's own products — the same
+  shapes and transposes, forward and both gradients, nothing else — timed
+  alone next to every round with TensorFlow's kernels and with XLA; the faster
+  engine's time is a step no TensorFlow implementation of the architecture
+  can beat. The report says how much of each side's step it is, and how much
+  of a step at 1.5x DeepCTR's speed it leaves for everything else.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl import metrics
+from tfmdl.benchmark import matmul_floor
 from tfmdl.models import base
 from tfmdl.models import registry
 from tfmdl.pipelines import reader
@@ -398,9 +405,11 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
         _fit(side, *batches[side.name], warmup_steps)   # traces, compiles, warms caches
         side.steps += warmup_steps
     flops = matmul_flops_per_example(built.core)
-    rates = []
+    floor = matmul_floor.Floor(matmul_floor.model_products(built.core, batch_size))
+    rates, floors = [], []
     for r in range(rounds):
         rates.append(matmul_rate(batch_size))
+        floors.append(floor.measure(repeats=3))
         for side in (sides if r % 2 == 0 else sides[::-1]):
             seconds = _fit(side, *batches[side.name], steps)
             side.seconds += seconds
@@ -414,6 +423,9 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
     # same steps per round on both sides: a round's speed ratio is DeepCTR's time / tfmdl's
     round_ratios = [p / t for t, p in zip(sides[0].round_seconds, sides[1].round_seconds)]
     bound = float(np.median(rates)) / flops
+    floor_seconds = {engine: float(np.median([f[engine] for f in floors]))
+                     for engine in matmul_floor.Floor.ENGINES}
+    floor_step = min(floor_seconds.values())
     return {
         "model": model, "arch": dataclasses.asdict(arch), "batch_size": batch_size,
         "table_optimizer": table_optimizer,
@@ -421,8 +433,11 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
         "jit_compile": jit_compile, "steps_trained": sides[0].steps,
         "matmul": {"flops_per_example": flops, "rate": float(np.median(rates)),
                    "bound_examples_per_second": bound},
+        "floor": {"products": len(floor.products), "flops_per_step": floor.flops,
+                  "seconds_per_step": floor_seconds, "step_seconds": floor_step},
         "sides": {s.name: {"examples_per_second": s.examples_per_second, "params": s.params,
                            "share_of_bound": s.examples_per_second / bound,
+                           "step_seconds": batch_size / s.examples_per_second,
                            "auc": s.auc, "mean_auc": float(np.nanmean(list(s.auc.values())))}
                   for s in sides},
         "ratio": float(np.median(round_ratios)),
@@ -455,5 +470,28 @@ def format_result(result: Mapping[str, Any]) -> str:
                  f"{mm['bound_examples_per_second']:,.0f} examples/s; tfmdl at "
                  f"{tfmdl_side['share_of_bound']:.0%}, DeepCTR at "
                  f"{peer_side['share_of_bound']:.0%} of it")
+    lines.append(format_floor(result))
     return "\n".join(lines)
+
+
+TARGET_RATIO = 1.5   # issue 7: tfmdl >= 1.5x DeepCTR
+
+
+def format_floor(result: Mapping[str, Any]) -> str:
+    """The matmul-floor line: the floor per engine, each side's step against it,
+    and what a step at `TARGET_RATIO` x DeepCTR's speed leaves beside it."""
+    floor = result["floor"]
+    sec = floor["seconds_per_step"]
+    step = floor["step_seconds"]
+    tfmdl_step = result["sides"]["tfmdl"]["step_seconds"]
+    peer_step = result["sides"]["deepctr"]["step_seconds"]
+    target = peer_step / TARGET_RATIO
+    return (f"matmul floor: the model's {floor['products']} products forward and backward "
+            f"({floor['flops_per_step'] / 1e9:.2f} GFLOP) alone take "
+            f"{sec['tensorflow'] * 1e3:.1f} ms with TensorFlow's kernels, "
+            f"{sec['xla'] * 1e3:.1f} ms with XLA (median over the rounds); steps: tfmdl "
+            f"{tfmdl_step * 1e3:.1f} ms = {tfmdl_step / step:.2f}x the floor, DeepCTR "
+            f"{peer_step * 1e3:.1f} ms = {peer_step / step:.2f}x; a step at "
+            f"{TARGET_RATIO:g}x DeepCTR's speed ({target * 1e3:.1f} ms) leaves "
+            f"{(target - step) * 1e3:.1f} ms beside the floor for everything else")
 
