@@ -130,6 +130,13 @@ def test_result_reports_each_side_against_the_matmul_bound(feed_dir):
         assert side["share_of_bound"] == pytest.approx(
             side["examples_per_second"] / mm["bound_examples_per_second"])
     assert "matmul bound:" in peer.format_result(result)
+    floor = result["floor"]
+    assert floor["products"] == 4            # shared_bottom: bottom 2 layers, towers 2
+    assert floor["flops_per_step"] == 128 * mm["flops_per_example"]
+    assert floor["step_seconds"] == min(floor["seconds_per_step"].values()) > 0
+    for side in result["sides"].values():
+        assert side["step_seconds"] == pytest.approx(128 / side["examples_per_second"])
+    assert "matmul floor: the model's 4 products" in peer.format_result(result)
 
 
 def test_race_batches_have_autotuning_off(feed_dir):

@@ -5,17 +5,20 @@ product ``C = op(A) · op(B)`` of the forward pass (``op``: identity or
 transpose) runs again twice in the backward pass, ``dA`` and ``dB``. The floor
 is the time TensorFlow takes on this machine to run exactly those products —
 the same shapes and transposes, with nothing else in the step (no bias,
-activation, gating, loss, optimizer update, lookup or input pipeline) — so no
-implementation of the model that uses TensorFlow's kernels can train faster:
+activation, gating, loss, optimizer update, lookup or input pipeline) — so a
+training step that runs these products with TensorFlow's kernels or XLA cannot
+be faster:
 
 * `model_products` traces ``model(x, training=True)`` for a fixed batch size
-  and lists every ``MatMul`` / ``BatchMatMul`` op with its static operand
-  shapes and transpose flags;
-* `floor_seconds` times one call of a function that runs each listed product
-  and its two gradients (TensorFlow's own gradient of the op, so the same
-  kernels the step's backward pass runs) on random operands, once with
-  TensorFlow's kernels (oneDNN on CPU) and once compiled by XLA, and keeps
-  the best of a few calls of each.
+  and lists every ``MatMul`` / ``BatchMatMul`` op of the traced graph with its
+  static operand shapes and transpose flags (products inside nested functions
+  or control flow, which tfmdl's layers do not use, are not listed: the floor
+  can only come out lower, never higher);
+* `Floor` times one call of a function that runs each listed product and its
+  two gradients (TensorFlow's own gradient of the op, so the same kernels the
+  step's backward pass runs) on random operands, once with TensorFlow's
+  kernels (oneDNN on CPU) and once compiled by XLA, and keeps the best of a
+  few calls of each.
 
 Compared with a single reference product's FLOP rate, the floor accounts for
 how fast these particular shapes run (narrow first layers, batched experts,
@@ -151,8 +154,3 @@ class Floor:
                 self._functions[name](self._operands)
                 best[name] = min(best[name], time.perf_counter() - start)
         return best
-
-
-def floor_seconds(products: Sequence[Product], repeats: int = 5) -> Dict[str, float]:
-    """Best seconds per step of the products forward and backward, per engine."""
-    return Floor(products).measure(repeats)
