@@ -52,13 +52,18 @@ class Product:
     name: str = ""
 
     @property
+    def output_shape(self) -> Tuple[int, ...]:
+        """``C``'s shape: the broadcast batch dims, then ``[m, n]``."""
+        a, b = self.a_shape, self.b_shape
+        m = a[-1] if self.transpose_a else a[-2]
+        n = b[-2] if self.transpose_b else b[-1]
+        return tuple(np.broadcast_shapes(a[:-2], b[:-2])) + (m, n)
+
+    @property
     def flops(self) -> int:
         """Forward FLOPs: ``2 · batch · m · k · n`` (batch dims broadcast)."""
-        a, b = self.a_shape, self.b_shape
-        m, k = (a[-1], a[-2]) if self.transpose_a else (a[-2], a[-1])
-        n = b[-2] if self.transpose_b else b[-1]
-        batch = int(np.prod(np.broadcast_shapes(a[:-2], b[:-2]), dtype=np.int64))
-        return 2 * batch * m * k * n
+        k = self.a_shape[-2] if self.transpose_a else self.a_shape[-1]
+        return 2 * k * int(np.prod(self.output_shape, dtype=np.int64))
 
 
 def _input_signature(model: keras.Model, batch_size: int):
@@ -117,8 +122,7 @@ def _operands(products: Sequence[Product], seed: int = 0):
     for i, p in enumerate(products):
         a = tf.random.stateless_uniform(p.a_shape, seed=[seed, 3 * i], minval=-1.0)
         b = tf.random.stateless_uniform(p.b_shape, seed=[seed, 3 * i + 1], minval=-1.0)
-        c_shape = tf.matmul(a, b, transpose_a=p.transpose_a, transpose_b=p.transpose_b).shape
-        dc = tf.random.stateless_uniform(c_shape, seed=[seed, 3 * i + 2], minval=-1.0)
+        dc = tf.random.stateless_uniform(p.output_shape, seed=[seed, 3 * i + 2], minval=-1.0)
         out.append((a, b, dc))
     return out
 
