@@ -90,8 +90,9 @@ def test_csv_and_parquet_round_trip(tmp_path):
     pq_path = str(tmp_path / "in.parquet")
     pq.write_table(table, pq_path)
 
-    from_csv = convert(spec, csv_path, str(tmp_path / "csv"))
-    from_pq = convert(spec, pq_path, str(tmp_path / "pq"))
+    # input order kept (shuffle_rows=False) so rows can be checked by position
+    from_csv = convert(spec, csv_path, str(tmp_path / "csv"), shuffle_rows=False)
+    from_pq = convert(spec, pq_path, str(tmp_path / "pq"), shuffle_rows=False)
     assert (from_csv.rows_written, from_csv.rows_skipped) == (3, 0)
     assert from_pq.rows_written == 3
     assert from_csv.shards == [{"file": "train-00000.tfrecord", "records": 3}]
@@ -120,7 +121,8 @@ def test_multi_valued_scenario(tmp_path):
                            "multi_valued": True})
     rows = ["0|2,11,x,1,,1,0,0.1", "1,12,y,2,3,0,1,0.2", "2|1|0,13,x,3,4|5,1,1,0.3"]
     header = "scenario_id,user_id,city,age,hist,label_click,label_buy,p_true"
-    convert(spec, _write_csv(tmp_path / "in.csv", header, rows), str(tmp_path / "csv"))
+    convert(spec, _write_csv(tmp_path / "in.csv", header, rows), str(tmp_path / "csv"),
+            shuffle_rows=False)
     features, _, _ = _read(spec, tmp_path / "csv")
     np.testing.assert_array_equal(features["scenario_id"], [[0, 2, -1], [1, -1, -1], [2, 1, 0]])
 
@@ -132,7 +134,8 @@ def test_multi_valued_scenario(tmp_path):
                             hist=["", "3", "4|5"]))
     for name, table in [("lists", as_lists), ("text", as_text)]:
         pq.write_table(table, str(tmp_path / f"{name}.parquet"))
-        convert(spec, str(tmp_path / f"{name}.parquet"), str(tmp_path / name))
+        convert(spec, str(tmp_path / f"{name}.parquet"), str(tmp_path / name),
+                shuffle_rows=False)
         assert _records(tmp_path / name) == _records(tmp_path / "csv"), name
 
 
@@ -182,7 +185,8 @@ def test_bad_row_fails_without_leaving_shards(tmp_path, column, value, expected)
         assert repr(value) in message
     assert os.listdir(out) == []
 
-    result = convert(spec, path, str(out), records_per_shard=1, skip_bad_rows=True)
+    result = convert(spec, path, str(out), records_per_shard=1, skip_bad_rows=True,
+                     shuffle_rows=False)
     assert (result.rows_written, result.rows_skipped) == (4, 1)
     assert len(result.first_errors) == 1 and "row 3" in result.first_errors[0]
     assert _shards(out) == [f"train-{i:05d}.tfrecord" for i in range(4)]
@@ -230,7 +234,7 @@ def test_absent_optional_columns_are_filled(tmp_path):
                            for f in SPEC["features"]])
     header = "scenario_id,city,age,label_click,p_true"
     path = _write_csv(tmp_path / "in.csv", header, ["0,x,1.5,1,0.5", "1,y,2.5,0,0.25"])
-    assert convert(spec, path, str(tmp_path / "out")).rows_written == 2
+    assert convert(spec, path, str(tmp_path / "out"), shuffle_rows=False).rows_written == 2
     features, labels, weights = _read(spec, tmp_path / "out")
     np.testing.assert_array_equal(features["user_id"], [0, 0])
     np.testing.assert_array_equal(features["hist"], [[-1, -1, -1]] * 2)
@@ -251,8 +255,10 @@ def _many_rows(n):
 def test_chunking_and_sharding(tmp_path):
     spec = _spec()
     path = _write_csv(tmp_path / "in.csv", HEADER, _many_rows(50))
-    small = convert(spec, path, str(tmp_path / "small"), chunk_rows=7, records_per_shard=16)
-    large = convert(spec, path, str(tmp_path / "large"), chunk_rows=1000, records_per_shard=16)
+    small = convert(spec, path, str(tmp_path / "small"), chunk_rows=7, records_per_shard=16,
+                    shuffle_rows=False)
+    large = convert(spec, path, str(tmp_path / "large"), chunk_rows=1000, records_per_shard=16,
+                    shuffle_rows=False)
     assert small.rows_written == large.rows_written == 50
     assert _records(tmp_path / "small") == _records(tmp_path / "large")
     assert len(_records(tmp_path / "small")) == 50
@@ -266,7 +272,7 @@ def test_chunking_and_sharding(tmp_path):
     pq.write_table(pa.table({h: list(c) for h, c in zip(HEADER.split(","), columns)}),
                    str(tmp_path / "in.parquet"))
     convert(spec, str(tmp_path / "in.parquet"), str(tmp_path / "gz"), chunk_rows=7,
-            records_per_shard=16, compression="GZIP")
+            records_per_shard=16, compression="GZIP", shuffle_rows=False)
     assert _shards(tmp_path / "gz")[0] == "train-00000.tfrecord.gz"
     assert _records(tmp_path / "gz") == _records(tmp_path / "small")
 
@@ -309,3 +315,163 @@ def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="input_format"):
         convert(spec, path, str(tmp_path / "out"), input_format="json")
     assert issubclass(convert_lib.ConvertError, ValueError)
+
+
+# -- label counts in the manifest -------------------------------------------------
+
+
+def _expected_counts(spec, out_dir, split):
+    """Label counts of a split recomputed from its records with plain numpy."""
+    ds = reader.make_dataset(spec, str(out_dir), batch_size=100_000, split=split,
+                             shuffle=False)
+    (features, labels, weights), = list(ds)
+    scen = features[spec.scenario.feature].numpy()
+    S = spec.scenario.count
+    member = (np.stack([(scen == s).any(axis=1) for s in range(S)], axis=1) if scen.ndim == 2
+              else scen[:, None] == np.arange(S))
+    out = {"rows": len(scen), "tasks": {}, "cells": {s: {} for s in spec.scenario.names}}
+    for t in spec.task_names:
+        y, w = labels[t].numpy(), weights[t].numpy()
+        pos, neg = (w > 0) & (y == 1), (w > 0) & (y == 0)
+        out["tasks"][t] = {"positives": int(pos.sum()), "negatives": int(neg.sum())}
+        for i, s in enumerate(spec.scenario.names):
+            out["cells"][s][t] = {"positives": int((pos & member[:, i]).sum()),
+                                  "negatives": int((neg & member[:, i]).sum())}
+    return out
+
+
+def _manifest(out_dir):
+    return json.loads(open(os.path.join(str(out_dir), "manifest.json")).read())
+
+
+def test_manifest_records_label_counts_of_the_rows_written(tmp_path):
+    spec = _spec()
+    rows = _many_rows(60)
+    rows[5] = rows[5].replace(",5,", ",abc,", 1)  # a bad row: skipped, not counted
+    path = _write_csv(tmp_path / "in.csv", HEADER, rows)
+    out = tmp_path / "out"
+    assert convert(spec, path, str(out), skip_bad_rows=True, chunk_rows=16).rows_skipped == 1
+    counts = _manifest(out)["label_counts"]["train"]
+    assert counts == _expected_counts(spec, out, "train")
+    assert counts["rows"] == 59
+    # missing labels (every 7th click) count in neither column
+    click = counts["tasks"]["click"]
+    assert click["positives"] + click["negatives"] == 59 - sum(
+        1 for i in range(60) if i % 7 == 0 and i != 5)
+
+
+def test_label_counts_of_a_multi_valued_scenario(tmp_path):
+    spec = _spec(scenario={"feature": "scenario_id", "names": ["a", "b", "c"],
+                           "multi_valued": True})
+    header = "scenario_id,user_id,city,age,hist,label_click,label_buy,p_true"
+    rows = ["0|2,11,x,1,,1,0,0.1", "1,12,y,2,3,0,1,0.2", "2|1|0,13,x,3,4|5,1,,0.3",
+            "2,14,y,4,,,1,0.4"]
+    convert(spec, _write_csv(tmp_path / "in.csv", header, rows), str(tmp_path / "out"))
+    counts = _manifest(tmp_path / "out")["label_counts"]["train"]
+    assert counts == _expected_counts(spec, tmp_path / "out", "train")
+    # the row in all three scenarios counts in each
+    assert counts["cells"]["a"]["click"] == {"positives": 2, "negatives": 0}
+    assert counts["cells"]["c"]["buy"] == {"positives": 1, "negatives": 1}
+
+
+def test_reconverting_a_split_replaces_only_its_counts(tmp_path):
+    spec = _spec()
+    out = str(tmp_path / "out")
+    convert(spec, _write_csv(tmp_path / "tr.csv", HEADER, _many_rows(40)), out)
+    convert(spec, _write_csv(tmp_path / "ev.csv", HEADER, CSV_ROWS), out, split="eval")
+    eval_counts = _manifest(out)["label_counts"]["eval"]
+    assert eval_counts == _expected_counts(spec, out, "eval")
+    convert(spec, _write_csv(tmp_path / "tr2.csv", HEADER, _many_rows(40)[:25]), out)
+    counts = _manifest(out)["label_counts"]
+    assert counts["eval"] == eval_counts
+    assert counts["train"]["rows"] == 25
+    assert counts["train"] == _expected_counts(spec, out, "train")
+
+
+def test_train_counts_counts_the_files_when_the_manifest_has_none(tmp_path):
+    from tfmdl.pipelines import label_stats
+
+    spec = _spec()
+    out = str(tmp_path / "out")
+    convert(spec, _write_csv(tmp_path / "tr.csv", HEADER, _many_rows(40)), out,
+            records_per_shard=15)
+    files = reader.resolve_files(out, "train")
+    recorded = label_stats.train_counts(spec, out, files, out=None)
+    manifest = _manifest(out)
+    del manifest["label_counts"]
+    with open(os.path.join(out, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh)
+    calls = []
+
+    def counter(*args, **kwargs):
+        calls.append(kwargs["total"])
+        return label_stats.count_files(*args, **kwargs)
+
+    counted = label_stats.train_counts(spec, out, files, out=None, counter=counter)
+    assert calls == [40]  # it did count, knowing the total from the shard manifest
+    assert counted.to_dict() == recorded.to_dict()
+    assert recorded.to_dict() == _expected_counts(spec, out, "train")
+
+
+# -- row order ----------------------------------------------------------------------
+
+
+def _sorted_log(n, users=100):
+    """A CSV export sorted by user: user u's rows are consecutive."""
+    rows = []
+    for i in range(n):
+        u = i * users // n
+        rows.append(f"{u % 3},{u},{'xy'[u % 2]},{i},{u % 50},{i % 2},{(i // 3) % 2},"
+                    f"{i / n},e")
+    return rows
+
+
+def _positions(spec, out_dir):
+    """Input row index (the age column) of each record, in shard order."""
+    ds = reader.make_dataset(spec, str(out_dir), batch_size=100_000, split="train",
+                             shuffle=False, cycle_length=1)
+    (features, _, _), = list(ds)
+    return features["age"].numpy().astype(np.int64)
+
+
+def _rank_correlation(a, b):
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_train_rows_are_spread_at_random_over_the_shards(tmp_path):
+    spec = _spec()
+    path = _write_csv(tmp_path / "sorted.csv", HEADER, _sorted_log(2000))
+    a = convert(spec, path, str(tmp_path / "a"), records_per_shard=500, chunk_rows=300)
+    assert [s["records"] for s in a.shards] == [500] * 4
+    order = _positions(spec, tmp_path / "a")
+    assert sorted(order.tolist()) == list(range(2000))
+    assert abs(_rank_correlation(order, np.arange(2000))) < 0.1
+    # each shard is a sample of the whole file, not a range of it
+    for shard in np.split(order, 4):
+        assert shard.min() < 200 and shard.max() > 1800
+
+    # the same rows as the input-order conversion; deterministic in the seed only
+    convert(spec, path, str(tmp_path / "kept"), records_per_shard=500, shuffle_rows=False)
+    assert _positions(spec, tmp_path / "kept").tolist() == list(range(2000))
+    assert sorted(_records(tmp_path / "a")) == sorted(_records(tmp_path / "kept"))
+    convert(spec, path, str(tmp_path / "b"), records_per_shard=500, chunk_rows=2000)
+    assert _records(tmp_path / "b") == _records(tmp_path / "a")
+    convert(spec, path, str(tmp_path / "c"), records_per_shard=500, shuffle_seed=1)
+    assert _records(tmp_path / "c") != _records(tmp_path / "a")
+    assert not [f for f in os.listdir(tmp_path / "a") if f.startswith(".tmp")]
+
+
+def test_uneven_shards_are_balanced_and_other_splits_keep_their_order(tmp_path):
+    spec = _spec()
+    path = _write_csv(tmp_path / "sorted.csv", HEADER, _sorted_log(50))
+    result = convert(spec, path, str(tmp_path / "out"), records_per_shard=16,
+                     compression="GZIP")
+    assert [s["records"] for s in result.shards] == [13, 13, 12, 12]
+    assert _shards(tmp_path / "out")[0] == "train-00000.tfrecord.gz"
+    assert sorted(_positions(spec, tmp_path / "out").tolist()) == list(range(50))
+    convert(spec, path, str(tmp_path / "out"), split="eval")
+    ds = reader.make_dataset(spec, str(tmp_path / "out"), batch_size=100, split="eval",
+                             shuffle=False)
+    (features, _, _), = list(ds)
+    assert features["age"].numpy().astype(int).tolist() == list(range(50))

@@ -47,11 +47,39 @@ Memory: the input is read in chunks of at most ``chunk_rows`` rows (CSV blocks
 of a few MiB, cut to ``chunk_rows``; Parquet batches), which are parsed with
 pyarrow compute and encoded with `example_codec`. Peak memory therefore depends
 on the chunk size (and, for Parquet, the row-group size), not on the input size.
+
+Row order: exported logs often come sorted by user or by time, and the reader's
+file shuffle, interleave and shuffle buffer only mix rows that lie close
+together, so the train split (``shuffle_rows``, on by default for ``split="train"``
+only) is written in a seeded random order, with an external shuffle that keeps
+memory bounded:
+
+1. the encoded rows go, in input order, to temporary run files;
+2. once the row count ``N`` is known, every row is dealt at random to one of
+   ``M = ceil(N / records_per_shard)`` temporary buckets (exact, balanced sizes:
+   each batch of rows is split by a multivariate hypergeometric draw over the
+   buckets' remaining room, and the batch's rows are assigned in a random order),
+   so each bucket is a uniform random sample of the whole input;
+3. each bucket is read into memory, permuted and written as one shard.
+
+Every shard is thus a random permutation of a random sample of the input, so
+any run of records the reader takes from any shards, in any order, is a random
+sample of the whole file. The cost is one more write and read of the split's
+records on local disk (inside ``out_dir``'s temporary directory) and, in step 3,
+one shard's records in memory (``records_per_shard`` x record size: about
+250 MB for 250,000 records of 1 KB). The result depends only on the input rows,
+``records_per_shard`` and ``shuffle_seed``, not on ``chunk_rows``. Other splits
+keep the input order, which evaluation by request or time may rely on.
+
+Label counts: ``manifest.json`` records the split's label counts
+(`label_stats.LabelCounts` of the rows written, under ``"label_counts"``),
+keeping those of other splits; converting a split again replaces its counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import uuid
@@ -65,6 +93,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from tfmdl.pipelines import example_codec as codec
+from tfmdl.pipelines import label_stats
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
 
@@ -81,6 +110,8 @@ _CSV_BLOCK_BYTES = 8 << 20
 _ENCODE_BYTES = 1 << 25
 _INT_PATTERN = r"^-?[0-9]+$"
 _SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+# Records read from the run files per dealing step of the shuffle.
+_DEAL_BATCH = 8192
 
 
 class ConvertError(ValueError):
@@ -645,13 +676,80 @@ def _publish(tmp_dir: str, out_dir: str, split: str, shards: List[Dict[str, obje
 
 
 def _update_manifest(out_dir: str, split: str, shards: List[Dict[str, object]],
-                     old: Optional[dict]) -> None:
+                     old: Optional[dict], counts: label_stats.LabelCounts) -> None:
+    """Writes the manifest with ``split``'s new shards and label counts, keeping
+    the other splits (and their counts) and any other keys of ``old``."""
     old = old or {}
     splits = {name: list(entry.get("shards", []))
               for name, entry in (old.get("splits") or {}).items()}
     splits[split] = shards
     extra = {k: v for k, v in old.items() if k != "splits"}
-    tfrecord.write_manifest(out_dir, splits, extra or None)
+    recorded = extra.get(label_stats.MANIFEST_KEY)
+    recorded = dict(recorded) if isinstance(recorded, dict) else {}
+    recorded[split] = counts.to_dict()
+    extra[label_stats.MANIFEST_KEY] = recorded
+    tfrecord.write_manifest(out_dir, splits, extra)
+
+
+def _count_labels(counts: label_stats.LabelCounts, spec: spec_lib.FeatureSpec,
+                  parsed: Dict[str, "_Parsed"], keep: np.ndarray) -> None:
+    """Adds the kept rows' parsed labels (1/0/-1) and scenarios to ``counts``."""
+    labels = np.stack([parsed[t.label].values[keep] for t in spec.tasks], axis=1)
+    scen = parsed[spec.scenario.feature]
+    if scen.lengths is None:
+        counts.add(labels, scen.values[keep])
+        return
+    # a multi-valued scenario: flat ids + per-row lengths -> [n, S] membership
+    n, count = len(scen.lengths), spec.scenario.count
+    rows = np.repeat(np.arange(n), scen.lengths)
+    valid = (scen.values >= 0) & (scen.values < count)  # bad rows' ids may be out of range
+    member = np.zeros((n, count), np.int64)
+    member[rows[valid], scen.values[valid]] = 1
+    counts.add(labels, member[keep])
+
+
+def _shuffled_shards(run_files: List[str], total: int, tmp_dir: str, split: str,
+                     records_per_shard: int, compression: Optional[str],
+                     seed: int) -> List[Dict[str, object]]:
+    """Steps 2 and 3 of the module docstring's external shuffle: deals the
+    ``total`` records of ``run_files`` (in order) at random over balanced
+    buckets, then writes each bucket, permuted, as ``{split}-NNNNN`` in
+    ``tmp_dir``. Deletes the run and bucket files it is done with."""
+    if total == 0:
+        return []
+    m = math.ceil(total / records_per_shard)
+    rng = np.random.default_rng([seed, total, records_per_shard])
+    room = np.full(m, total // m, np.int64)
+    room[:total % m] += 1
+    bucket_paths = [os.path.join(tmp_dir, f"bucket-{j:05d}.tfrecord") for j in range(m)]
+    writers = [tf.io.TFRecordWriter(p) for p in bucket_paths]
+    try:
+        for batch in tf.data.TFRecordDataset(run_files).batch(_DEAL_BATCH):
+            records = batch.numpy()
+            take = rng.multivariate_hypergeometric(room, len(records))
+            room -= take
+            dest = np.repeat(np.arange(m), take)
+            rng.shuffle(dest)
+            for record, j in zip(records, dest.tolist()):
+                writers[j].write(record)
+    finally:
+        for w in writers:
+            w.close()
+    for path in run_files:
+        tf.io.gfile.remove(path)
+    shards = []
+    options = tf.io.TFRecordOptions(compression_type=compression or "")
+    for j, path in enumerate(bucket_paths):
+        records = [r for batch in tf.data.TFRecordDataset(path).batch(_DEAL_BATCH)
+                   for r in batch.numpy()]
+        tf.io.gfile.remove(path)
+        name = f"{split}-{j:05d}{tfrecord.shard_suffix(compression)}"
+        with tf.io.TFRecordWriter(os.path.join(tmp_dir, name), options) as writer:
+            for i in rng.permutation(len(records)).tolist():
+                writer.write(records[i])
+        shards.append({"file": name, "records": len(records)})
+        del records
+    return shards
 
 
 def convert(spec: spec_lib.FeatureSpec,
@@ -663,7 +761,9 @@ def convert(spec: spec_lib.FeatureSpec,
             compression: Optional[str] = None,
             skip_bad_rows: bool = False,
             chunk_rows: int = 65_536,
-            input_format: str = "auto") -> ConvertResult:
+            input_format: str = "auto",
+            shuffle_rows: Optional[bool] = None,
+            shuffle_seed: int = 0) -> ConvertResult:
     """Converts one CSV or Parquet file into ``out_dir/{split}-NNNNN.tfrecord[.gz]``.
 
     See the module docstring for how columns are read and validated.
@@ -681,6 +781,11 @@ def convert(spec: spec_lib.FeatureSpec,
       skip_bad_rows: drop bad rows (counted in the result) instead of failing.
       chunk_rows: rows parsed and encoded at a time; bounds memory use.
       input_format: "auto" (by extension, else by content), "csv" or "parquet".
+      shuffle_rows: write the rows in a seeded random order spread over the
+        shards (module docstring, "Row order"); None: for ``split="train"``
+        only. False keeps the input order.
+      shuffle_seed: seed of that order; the same input, seed and
+        ``records_per_shard`` give the same shards.
 
     Returns:
       A `ConvertResult`.
@@ -706,12 +811,16 @@ def convert(spec: spec_lib.FeatureSpec,
     source_cls = _ParquetSource if fmt == "parquet" else _CsvSource
     source = source_cls(input_path, fields, chunk_rows, skip_bad_rows)
 
+    shuffle = split == "train" if shuffle_rows is None else bool(shuffle_rows)
     tf.io.gfile.makedirs(out_dir)
     tmp_dir = os.path.join(out_dir, f".tmp-convert-{split}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     written, skipped = 0, 0
     errors: List[Tuple[int, str]] = []  # (data row, message) of the first skipped rows
+    counts = label_stats.LabelCounts(spec.task_names, spec.scenario.names)
     try:
-        with tfrecord.ShardedWriter(tmp_dir, split, records_per_shard, compression) as writer:
+        # shuffling first writes the rows in input order to uncompressed run files
+        with tfrecord.ShardedWriter(tmp_dir, "run" if shuffle else split, records_per_shard,
+                                    None if shuffle else compression) as writer:
             for chunk in source.chunks():
                 parsed = _parse_chunk(input_path, chunk, fields)
                 bad = np.zeros(len(chunk.rows), bool)
@@ -728,16 +837,21 @@ def convert(spec: spec_lib.FeatureSpec,
                                        _row_message(input_path, chunk, parsed, int(i))))
                     skipped += len(bad_rows)
                 keep = np.flatnonzero(~bad)
+                _count_labels(counts, spec, parsed, keep)
                 for records in _encode_batches(parsed, keep):
                     writer.write(records)
                 written += len(keep)
         shards = list(writer.shards)
+        if shuffle:
+            runs = [os.path.join(tmp_dir, str(s["file"])) for s in shards]
+            shards = _shuffled_shards(runs, written, tmp_dir, split, records_per_shard,
+                                      compression, shuffle_seed)
         old_manifest = tfrecord.read_manifest(out_dir)
         _publish(tmp_dir, out_dir, split, shards, old_manifest)
     finally:
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)
-    _update_manifest(out_dir, split, shards, old_manifest)
+    _update_manifest(out_dir, split, shards, old_manifest, counts)
     spec_lib.save_spec(spec, os.path.join(out_dir, SPEC_FILE))
     skipped += source.malformed_rows
     # both lists hold their own first few; the first few overall are among them
