@@ -139,3 +139,71 @@ def test_bad_config_values_are_rejected():
         synthetic.SynthConfig(preset="ads")
     with pytest.raises(ValueError, match="user_overlap=1.5"):
         synthetic.SynthConfig(user_overlap=1.5)
+
+
+def _train_records(d):
+    """Raw train records in shard order."""
+    import tensorflow as tf
+
+    files = [os.path.join(d, f) for f in _files(d) if f.startswith("train-")]
+    return [r.numpy() for r in tf.data.TFRecordDataset(files)]
+
+
+def _field(records, name):
+    import tensorflow as tf
+
+    return np.array([tf.train.Example.FromString(r).features.feature[name].int64_list.value[0]
+                     for r in records])
+
+
+def test_sorted_row_orders_write_the_same_rows_sorted(tmp_path):
+    dirs = {o: str(tmp_path / o) for o in synthetic.ROW_ORDERS}
+    for order, d in dirs.items():
+        synthetic.generate(_cfg(row_order=order), d, workers=1)
+    shuffled = _train_records(dirs["shuffled"])
+    users = _field(shuffled, "user_id")
+    # generation order is already random across users
+    ranks = np.argsort(np.argsort(users, kind="stable"))
+    assert abs(np.corrcoef(ranks, np.arange(len(users)))[0, 1]) < 0.1
+    for order, key in (("by_user", "user_id"), ("by_time", "hour")):
+        records = _train_records(dirs[order])
+        assert sorted(records) == sorted(shuffled), order  # the same multiset of rows
+        values = _field(records, key)
+        assert (np.diff(values) >= 0).all(), order     # sorted within and across shards
+        assert _files(dirs[order]) == _files(dirs["shuffled"])
+        for f in _files(dirs["shuffled"]):
+            if f.startswith("eval-"):
+                assert filecmp.cmp(os.path.join(dirs[order], f),
+                                   os.path.join(dirs["shuffled"], f), shallow=False)
+        oracles = [json.load(open(os.path.join(dirs[o], "oracle.json"))) for o in
+                   ("shuffled", order)]
+        for o in oracles:
+            del o["config"]["row_order"]
+        assert oracles[0] == oracles[1], order
+    with pytest.raises(ValueError, match="row_order must be one of shuffled, by_user"):
+        _cfg(row_order="random")
+    with pytest.raises(ValueError, match="at most 2,000,000 train rows"):
+        _cfg(row_order="by_user", train=2_000_001)
+
+
+def test_manifest_label_counts_match_the_written_labels(tmp_path):
+    synthetic.generate(_cfg(multi_scenario_fraction=0.3), str(tmp_path), workers=1)
+    spec = spec_lib.load_spec(str(tmp_path))
+    with open(os.path.join(str(tmp_path), "manifest.json")) as fh:
+        recorded = json.load(fh)["label_counts"]
+    for split, rows in (("train", 2500), ("eval", 1500)):
+        f, l, w = next(iter(reader.make_dataset(spec, str(tmp_path), 10_000, split=split,
+                                                shuffle=False)))
+        ids = f["scenario_id"].numpy()
+        member = np.stack([(ids == s).any(axis=1) for s in range(spec.scenario.count)], 1)
+        body = recorded[split]
+        assert body["rows"] == rows
+        for t in spec.task_names:
+            y, present = l[t].numpy(), w[t].numpy() > 0
+            assert present.all()  # synthetic labels are never missing
+            assert body["tasks"][t] == {"positives": int((y == 1).sum()),
+                                        "negatives": int((y == 0).sum())}, (split, t)
+            for i, s in enumerate(spec.scenario.names):
+                assert body["cells"][s][t] == {
+                    "positives": int(((y == 1) & member[:, i]).sum()),
+                    "negatives": int(((y == 0) & member[:, i]).sum())}, (split, s, t)

@@ -31,6 +31,28 @@ chunk)``, so output does not depend on chunking across workers and the same seed
 gives byte-identical files. Memory is bounded: examples are generated, encoded
 and written chunk by chunk; only the eval split's labels and true probabilities
 (up to ``oracle_max_rows``) are kept for the oracle metrics.
+
+Row order (``row_order``, train split only; eval is always in generation order):
+
+* ``shuffled`` (default): generation order. Every row draws its user, item,
+  hour and device independently, so this order is already a uniform random
+  order across users and hours (the search preset keeps a request's 6-14
+  candidates together, as a ranking log does).
+* ``by_user``: train rows sorted by user id (stable, so generation order within
+  a user), written into the shards in that order, sorted within and across
+  shards: the layout of a log exported grouped by user.
+* ``by_time``: sorted by the ``hour`` feature, the only time-like field of an
+  example (generation order itself carries no time), as a log exported by time.
+
+The sorted orders hold the train split's encoded records (about 0.8 KB each for
+``feed``) and one int64 key per row in memory before writing them, so they are
+limited to ``SORTED_MAX_ROWS`` train rows (about 1.6 GB at the limit). The rows
+themselves do not depend on the order: the same seed gives the same multiset of
+train records and the same oracle report (apart from ``config.row_order``).
+
+``manifest.json`` records, besides the shards, each split's label counts
+(`label_stats.LabelCounts`, under ``"label_counts"``), which the output-bias
+prior reads instead of counting the files again.
 """
 
 from __future__ import annotations
@@ -49,6 +71,10 @@ from tfmdl.pipelines import example_codec as codec
 from tfmdl.pipelines import spec as spec_lib
 
 PRESETS = ("feed", "search")
+SHUFFLED, BY_USER, BY_TIME = "shuffled", "by_user", "by_time"
+ROW_ORDERS = (SHUFFLED, BY_USER, BY_TIME)
+# Train rows a sorted row order may hold in memory (see the module docstring).
+SORTED_MAX_ROWS = 2_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +119,18 @@ class SynthConfig:
     compression: Optional[str] = None
     oracle_max_rows: int = 2_000_000
     calibration_rows: int = 100_000
+    row_order: str = SHUFFLED
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}.")
+        if self.row_order not in ROW_ORDERS:
+            raise ValueError(f"row_order must be one of {', '.join(ROW_ORDERS)}, "
+                             f"got {self.row_order!r}.")
+        if self.row_order != SHUFFLED and self.train > SORTED_MAX_ROWS:
+            raise ValueError(f"row_order={self.row_order} sorts the train split in memory and "
+                             f"takes at most {SORTED_MAX_ROWS:,} train rows, got "
+                             f"train={self.train:,}; generate it shuffled, or in parts.")
         feed = self.preset == "feed"
         self.users = self.users or (50_000 if feed else 40_000)
         self.items = self.items or (20_000 if feed else 30_000)
@@ -227,6 +261,7 @@ class Chunk:
     users: np.ndarray        # [n]
     queries: Optional[np.ndarray]
     rows: int
+    hours: Optional[np.ndarray] = None   # [n] the hour feature (the by_time sort key)
 
 
 def _sample(rng, cdf: np.ndarray, pool: np.ndarray, n: int) -> np.ndarray:
@@ -439,7 +474,7 @@ class Generator:
             cols[f"true_{task.name}"] = codec.Column("float32", probs[:, k].astype(np.float32))
         queries = cols["query_id"].values if self.search else None
         return Chunk(cols, probs.astype(np.float32), labels, d["scen_mask"], d["users"],
-                     queries, rows)
+                     queries, rows, hours=d["hour"])
 
     # -- spec --------------------------------------------------------------------
     def spec_dict(self) -> dict:
@@ -649,6 +684,10 @@ def _bounded_imap(pool, jobs, window: int):
         yield pending.popleft().get()
 
 
+def _sort_key(c: Chunk, row_order: str) -> np.ndarray:
+    return c.users if row_order == BY_USER else c.hours
+
+
 def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
              progress: Optional[Callable[[str, int, int], None]] = None) -> SynthResult:
     """Writes spec.yaml, train-*/eval-* shards, manifest.json and oracle.json.
@@ -656,7 +695,10 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
     ``workers`` > 1 generates and encodes chunks in that many processes (results
     are written in chunk order, so the output is identical); 0 picks
     ``min(2, cpu count)`` for large runs and 1 (in-process) for small ones.
+    ``cfg.row_order`` other than ``shuffled`` sorts the train split before
+    writing it (module docstring).
     """
+    from tfmdl.pipelines import label_stats  # pylint: disable=g-import-not-at-top
     from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top
 
     start = time.perf_counter()
@@ -665,7 +707,7 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
     spec = spec_lib.FeatureSpec.from_dict(gen.spec_dict())
     os.makedirs(out_dir, exist_ok=True)
     acc = _OracleAccumulator(gen)
-    splits = {}
+    splits, counts = {}, {}
     if workers <= 0:
         big = cfg.train + cfg.eval >= 16 * cfg.chunk_size
         workers = min(2, os.cpu_count() or 1) if big else 1
@@ -681,17 +723,33 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
             jobs = _jobs(cfg, part, total)
             results = (_bounded_imap(pool, jobs, 2 * workers) if pool
                        else map(_worker_chunk, jobs))
+            sort = split == "train" and cfg.row_order != SHUFFLED
+            held: List[List[bytes]] = []
+            keys: List[np.ndarray] = []
+            split_counts = label_stats.LabelCounts(spec.task_names, spec.scenario.names)
             with tfrecord.ShardedWriter(out_dir, split, cfg.records_per_shard,
                                         cfg.compression) as writer:
                 done = 0
                 for records, c, worker_rss in results:
                     peak_worker = max(peak_worker, worker_rss)
-                    writer.write(records)
+                    if sort:
+                        held.append(records)
+                        keys.append(_sort_key(c, cfg.row_order))
+                    else:
+                        writer.write(records)
+                    # synthetic labels are always 0 or 1 (never missing)
+                    split_counts.add(c.labels, c.scen_mask)
                     (acc.add_train if split == "train" else acc.add_eval)(c)
                     done += c.rows
                     if progress:
                         progress(split, done, total)
+                if sort and held:
+                    flat = [r for records in held for r in records]
+                    held = []
+                    order = np.argsort(np.concatenate(keys), kind="stable")
+                    writer.write(flat[i] for i in order)
                 splits[split] = writer.close()
+            counts[split] = split_counts.to_dict()
     finally:
         if pool is not None:
             pool.terminate()
@@ -700,7 +758,7 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
     tfrecord.atomic_write_text(os.path.join(out_dir, "oracle.json"),
                                json.dumps(_nan_to_none(report), indent=2, sort_keys=True,
                                           allow_nan=False) + "\n")
-    tfrecord.write_manifest(out_dir, splits)
+    tfrecord.write_manifest(out_dir, splits, extra={label_stats.MANIFEST_KEY: counts})
     seconds = time.perf_counter() - start
     return SynthResult(out_dir, spec, report, seconds, cfg.train + cfg.eval,
                        peak_worker_rss_mb=peak_worker if workers > 1 else None)
