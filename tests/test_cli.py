@@ -82,3 +82,48 @@ def test_convert_bad_row_and_skip(tmp_path):
     out = run("data", "convert", f"--spec={spec}", f"--input={csv}", f"--out={tmp_path}/o",
               "--skip_bad_rows")
     assert "wrote 2 rows" in out.stdout and "skipped 1 bad row" in out.stdout
+
+
+def test_convert_shuffles_train_rows_unless_told_not_to(tmp_path):
+    import json
+
+    import tensorflow as tf
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "scenario: {feature: scen, names: [a, b]}\n"
+        "tasks: [{name: click}]\n"
+        "features:\n"
+        "  - {name: uid, type: categorical, num_buckets: 1000}\n")
+    csv = tmp_path / "sorted.csv"
+    csv.write_text("scen,uid,label_click\n" + "".join(f"{i % 2},{i},{i % 3 == 0:d}\n"
+                                                       for i in range(300)))
+
+    def uids(out_dir):
+        records = tf.data.TFRecordDataset(os.path.join(out_dir, "train-00000.tfrecord"))
+        return [tf.train.Example.FromString(r.numpy()).features.feature["uid"].int64_list.value[0]
+                for r in records]
+
+    common = ["data", "convert", f"--spec={spec}", f"--input={csv}"]
+    run(*common, f"--out={tmp_path}/a")
+    run(*common, f"--out={tmp_path}/b", "--shuffle_seed=5")
+    run(*common, f"--out={tmp_path}/c", "--noshuffle_rows")
+    a, b, c = (uids(str(tmp_path / d)) for d in "abc")
+    assert c == list(range(300))
+    assert sorted(a) == sorted(b) == c and a != c and b != a
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["label_counts"]["train"]["tasks"]["click"] == {"positives": 100,
+                                                                  "negatives": 200}
+
+
+def test_synth_row_order_flag(tmp_path):
+    import json
+
+    out = run("data", "synth", "--train=600", "--eval=200", "--users=100", "--items=100",
+              "--row_order=by_user", f"--out={tmp_path}/d")
+    assert "Oracle AUC" in out.stdout
+    oracle = json.loads((tmp_path / "d" / "oracle.json").read_text())
+    assert oracle["config"]["row_order"] == "by_user"
+    bad = run("data", "synth", "--train=3000000", "--row_order=by_time", f"--out={tmp_path}/e",
+              check=False)
+    assert bad.returncode == 2 and "at most 2,000,000 train rows" in bad.stderr

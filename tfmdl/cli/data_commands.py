@@ -81,6 +81,13 @@ moved into place only when complete. Same flags + seed -> byte-identical files."
         flags.DEFINE_enum("compression", "none", ["none", "gzip"], "shard compression",
                           flag_values=fv)
         flags.DEFINE_integer("workers", 0, "generator processes (0: automatic)", flag_values=fv)
+        flags.DEFINE_enum("row_order", "shuffled", ["shuffled", "by_user", "by_time"],
+                          "order of the train split's rows: shuffled (generation order, "
+                          "random across users), by_user (sorted by user id within and "
+                          "across shards, like a log exported by user) or by_time (sorted by "
+                          "the hour feature); eval keeps generation order. The sorted orders "
+                          "hold the train split in memory (at most 2,000,000 rows)",
+                          flag_values=fv)
         flags.DEFINE_bool("overwrite", False, "replace an existing data set in --out",
                           flag_values=fv)
         flags.DEFINE_bool("reuse", False, "keep an existing complete data set made with the "
@@ -90,12 +97,16 @@ moved into place only when complete. Same flags + seed -> byte-identical files."
     def run(self, fv):
         from tfmdl.pipelines import synthetic  # pylint: disable=g-import-not-at-top
 
-        cfg = synthetic.SynthConfig(
-            preset=fv.preset, train=fv.train, eval=fv.eval, seed=fv.seed, users=fv.users,
-            items=fv.items, scenario_shift=fv.scenario_shift, user_overlap=fv.user_overlap,
-            item_overlap=fv.item_overlap, multi_scenario_fraction=fv.multi_scenario_fraction,
-            records_per_shard=fv.records_per_shard,
-            compression=None if fv.compression == "none" else "GZIP")
+        try:
+            cfg = synthetic.SynthConfig(
+                preset=fv.preset, train=fv.train, eval=fv.eval, seed=fv.seed, users=fv.users,
+                items=fv.items, scenario_shift=fv.scenario_shift, user_overlap=fv.user_overlap,
+                item_overlap=fv.item_overlap, multi_scenario_fraction=fv.multi_scenario_fraction,
+                records_per_shard=fv.records_per_shard,
+                compression=None if fv.compression == "none" else "GZIP", row_order=fv.row_order)
+        except ValueError as exc:
+            sys.stderr.write(f"tfmdl data synth: {exc}\n")
+            return 2
         out = fv.out.rstrip("/")
         oracle_path = os.path.join(out, "oracle.json")
         if os.path.exists(out) and os.listdir(out):
@@ -170,7 +181,9 @@ class Oracle(Command):
 class Convert(Command):
     """Streams a CSV or Parquet file into TFRecord shards typed by the spec. A bad row
 stops the conversion with an error naming the file, row and column (nothing is
-written); --skip_bad_rows skips such rows and prints their count."""
+written); --skip_bad_rows skips such rows and prints their count. The train split's
+rows are written in a seeded random order (--shuffle_rows); manifest.json records
+each split's shards and label counts."""
 
     name = "data convert"
     summary = "convert CSV or Parquet to TFRecord shards using a feature spec"
@@ -187,6 +200,14 @@ written); --skip_bad_rows skips such rows and prints their count."""
                           flag_values=fv)
         flags.DEFINE_integer("records_per_shard", 250_000, "records per shard", flag_values=fv)
         flags.DEFINE_integer("chunk_rows", 65_536, "rows read per chunk", flag_values=fv)
+        flags.DEFINE_bool("shuffle_rows", None,
+                          "write the rows in a seeded random order spread over the shards, so "
+                          "a log sorted by user or time trains like a shuffled one (an "
+                          "external shuffle: one extra write and read of the split on disk, "
+                          "one shard's records in memory). Default: on for --split=train, off "
+                          "for other splits (they keep the input order)", flag_values=fv)
+        flags.DEFINE_integer("shuffle_seed", 0, "seed of the --shuffle_rows order",
+                             flag_values=fv)
         for name in ("spec", "input", "out"):
             flags.mark_flag_as_required(name, flag_values=fv)
 
@@ -199,7 +220,8 @@ written); --skip_bad_rows skips such rows and prints their count."""
             result = convert.convert(
                 spec, fv.input, fv.out, split=fv.split, records_per_shard=fv.records_per_shard,
                 compression=None if fv.compression == "none" else "GZIP",
-                skip_bad_rows=fv.skip_bad_rows, chunk_rows=fv.chunk_rows)
+                skip_bad_rows=fv.skip_bad_rows, chunk_rows=fv.chunk_rows,
+                shuffle_rows=fv.shuffle_rows, shuffle_seed=fv.shuffle_seed)
         except (ValueError, OSError) as exc:
             sys.stderr.write(f"tfmdl data convert: {exc}\n")
             return 2
