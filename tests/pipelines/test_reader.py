@@ -229,3 +229,22 @@ def test_writer_is_atomic_on_failure(tmp_path):
             raise RuntimeError("boom")
     # the first shard was complete and renamed; the partial second is gone
     assert sorted(os.listdir(tmp_path)) == ["train-00000.tfrecord"]
+
+
+def test_default_shuffle_mixes_a_shard_sorted_by_user(tmp_path):
+    # one shard of 40,000 records sorted by uid, like a log exported by user
+    n = 40_000
+    _write(tmp_path, n)
+    first = lambda **kw: next(iter(reader.make_dataset(  # noqa: E731
+        SPEC, str(tmp_path), 1024, split="train", seed=0, **kw)))[0]["uid"].numpy()
+    uids = first()
+    # the first batch already holds users from across the whole id range (in blocks of
+    # 32 consecutive records, so 32 draws: the share is 0.5 +- 0.09)
+    assert 0.25 < (uids >= n // 2).mean() < 0.75
+    assert set(uids * 4 // n) == {0, 1, 2, 3}  # every quarter of the ids
+    # with the old 10,000-record buffer alone it is a window over the first ids
+    assert first(shuffle_floor=0).max() < n // 3
+    with pytest.raises(ValueError, match="shuffle_floor must be >= 0, got -1"):
+        reader.make_dataset(SPEC, str(tmp_path), 4, split="train", shuffle_floor=-1)
+    with pytest.raises(ValueError, match="shuffle_buffer must be positive, got 0"):
+        reader.make_dataset(SPEC, str(tmp_path), 4, split="train", shuffle_buffer=0)

@@ -19,6 +19,29 @@ see ``shuffle_block``) -> [repeat] -> batch ->
 vectorised ``parse_example`` -> prefetch(AUTOTUNE). Batching before parsing
 lets one ``parse_example`` call handle a whole batch.
 
+How much this mixes: the file shuffle and interleave only choose which shards'
+records alternate (``cycle_length``, default min(#files, 8), files at a time,
+one block of each in turn); the shuffle buffer then draws at random among the
+records that have been read but not yet used. A batch therefore mixes rows that
+lie within about ``buffer / cycle`` records of each other in their files. That is
+enough when every shard is itself a random sample, as `tfmdl data convert`
+writes the train split (each shard a permutation of a random sample of the
+input) and as the synthetic generator's rows are: then any records of any
+shards, in any order, are a random sample, and the interleave width matters only
+for throughput. It is not enough for shards written by other tools in the order
+of an exported log, sorted by user or time: with a 10,000-record buffer, one
+80,000-row shard sorted by user is read as a sliding window over 1/8 of its
+users, which cost a real data set 0.04 AUC (issue 21). So the buffer holds at
+least ``shuffle_floor`` records (`SHUFFLE_FLOOR`, 200,000, by default): a split
+of up to that many records is shuffled as a whole (at the granularity of
+``shuffle_block``), a larger sorted one over windows of 200,000 records. The
+cost is memory: the buffer keeps the serialized records, about 0.8 KB each for
+the synthetic ``feed`` preset, so about 160 MB at 200,000 records (never more
+than the data read: a smaller split is held whole), plus the time to fill it
+before the first batch (about a second at 200,000 records). Pass
+``shuffle_floor=0`` to use exactly ``shuffle_buffer``. Measurements:
+docs/benchmarks.md, "Row order (issue 21)".
+
 Sources: ``source="parquet"`` (or ``"auto"`` on Parquet files) streams Parquet
 files through tensorflow-io into the same batches instead (`tfmdl.pipelines.parquet`,
 the ``io`` extra); the file shuffle, interleave, block shuffle and batching are
@@ -52,6 +75,9 @@ from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
 
 _TF_DTYPES = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}
+# Records the shuffle buffer holds at least when shuffling (module docstring,
+# "How much this mixes").
+SHUFFLE_FLOOR = 200_000
 TFRECORD = "tfrecord"
 PARQUET = "parquet"
 SOURCES = ("auto", TFRECORD, PARQUET)
@@ -293,7 +319,8 @@ def make_dataset(spec: spec_lib.FeatureSpec,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  compression: Optional[str] = "auto",
                  num_workers: Optional[int] = None,
-                 source: str = "auto") -> tf.data.Dataset:
+                 source: str = "auto",
+                 shuffle_floor: int = SHUFFLE_FLOOR) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline described in the module docstring.
 
     Args:
@@ -305,7 +332,8 @@ def make_dataset(spec: spec_lib.FeatureSpec,
       shuffle: shuffle files and records (seeded when ``seed`` is set; a seed
         also makes interleaving deterministic).
       seed: shuffle seed.
-      shuffle_buffer: records held by the shuffle buffer.
+      shuffle_buffer: records held by the shuffle buffer (raised to
+        ``shuffle_floor``).
       shuffle_block: records shuffled as one unit. The per-element cost of
         ``Dataset.shuffle`` dominated the pipeline (about 190k vs 250k+
         examples/s on 2 cores, docs/benchmarks.md), so runs of this many
@@ -324,18 +352,26 @@ def make_dataset(spec: spec_lib.FeatureSpec,
         workers, auto-sharding splits records instead of files.
       source: "auto" (Parquet when the files end in ``.parquet``), "tfrecord" or
         "parquet" (`tfmdl.pipelines.parquet`, needs the ``io`` extra).
+      shuffle_floor: the shuffle buffer holds at least this many records, so
+        shards sorted by user or time are still mixed (module docstring, "How
+        much this mixes"); 0 uses ``shuffle_buffer`` as given.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     if shuffle_block <= 0:
         raise ValueError(f"shuffle_block must be positive, got {shuffle_block}.")
+    if shuffle_buffer <= 0:
+        raise ValueError(f"shuffle_buffer must be positive, got {shuffle_buffer}.")
+    if shuffle_floor < 0:
+        raise ValueError(f"shuffle_floor must be >= 0, got {shuffle_floor}.")
     files = resolve_files(pattern, split, source)
     kind = source_of(files, source)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         files = _shard_files(files, input_context, pattern)
     options = PipelineOptions(
-        batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
+        batch_size=batch_size, shuffle=shuffle, seed=seed,
+        shuffle_buffer=max(shuffle_buffer, shuffle_floor),
         shuffle_block=shuffle_block, repeat=repeat, cache=cache, drop_remainder=drop_remainder,
         ignore_errors=ignore_errors, cycle_length=cycle_length, num_workers=num_workers)
     if kind == PARQUET:
