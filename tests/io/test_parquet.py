@@ -41,7 +41,9 @@ def both(tmp_path_factory):
     parquet_data.write(str(root / "one"), [parquet_data.table(300)])
     os.rename(str(root / "one" / "train-00000.parquet"), single)
     tfrecord_dir = str(root / "tfrecord")
-    result = convert.convert(parquet_data.SPEC, single, tfrecord_dir, records_per_shard=100)
+    # input order kept: the Parquet reader's batches are compared with these by position
+    result = convert.convert(parquet_data.SPEC, single, tfrecord_dir, records_per_shard=100,
+                             shuffle_rows=False)
     assert result.rows_written == 300 and len(result.shards) == 3
     return parquet_dir, tfrecord_dir, single
 
@@ -97,7 +99,7 @@ def test_multi_valued_scenario_matches_the_converter(tmp_path):
     parquet_dir = str(tmp_path / "pq")
     [path] = parquet_data.write(parquet_dir, [parquet_data.multi_table(40)],
                                 spec=parquet_data.MULTI_SPEC)
-    convert.convert(parquet_data.MULTI_SPEC, path, str(tmp_path / "tf"))
+    convert.convert(parquet_data.MULTI_SPEC, path, str(tmp_path / "tf"), shuffle_rows=False)
     kwargs = dict(split="train", shuffle=False)
     want = _batches(reader.make_dataset(parquet_data.MULTI_SPEC, str(tmp_path / "tf"), 8,
                                         **kwargs))
@@ -146,7 +148,7 @@ def test_strings_spanning_many_data_pages(tmp_path):
     os.makedirs(os.path.dirname(path))
     pq.write_table(parquet_data.table(3000), path, row_group_size=3000, data_page_size=2048,
                    write_batch_size=64, use_dictionary=False)
-    convert.convert(parquet_data.SPEC, path, str(tmp_path / "tf"))
+    convert.convert(parquet_data.SPEC, path, str(tmp_path / "tf"), shuffle_rows=False)
     kwargs = dict(split="train", shuffle=False, include_passthrough=True)
     want = _batches(reader.make_dataset(parquet_data.SPEC, str(tmp_path / "tf"), 512, **kwargs))
     got = _batches(reader.make_dataset(parquet_data.SPEC, str(tmp_path / "pq"), 512, **kwargs))
