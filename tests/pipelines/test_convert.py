@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfmdl.pipelines import convert as convert_lib
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
+from tfmdl.pipelines import tfrecord
 from tfmdl.pipelines.convert import ConvertError, convert
 
 SPEC = {
@@ -386,6 +387,10 @@ def test_reconverting_a_split_replaces_only_its_counts(tmp_path):
     assert counts["eval"] == eval_counts
     assert counts["train"]["rows"] == 25
     assert counts["train"] == _expected_counts(spec, out, "train")
+    # the row order too: train shuffled (the reader trusts it), eval in input order
+    assert _manifest(out)["row_order"] == {"train": "random", "eval": "input"}
+    assert tfrecord.in_random_order(reader.resolve_files(out, "train"))
+    assert not tfrecord.in_random_order(reader.resolve_files(out, "eval"))
 
 
 def test_train_counts_counts_the_files_when_the_manifest_has_none(tmp_path):

@@ -244,6 +244,16 @@ def test_default_shuffle_mixes_a_shard_sorted_by_user(tmp_path):
     assert set(uids * 4 // n) == {0, 1, 2, 3}  # every quarter of the ids
     # with the old 10,000-record buffer alone it is a window over the first ids
     assert first(shuffle_floor=0).max() < n // 3
+    # a manifest that records the rows as written in random order is trusted: no
+    # bigger buffer (and no time filling it) for shards that would not mix better
+    manifest = tfrecord.read_manifest(str(tmp_path))
+    tfrecord.write_manifest(str(tmp_path), {"train": manifest["splits"]["train"]["shards"]},
+                            extra={"row_order": {"train": "random"}})
+    assert tfrecord.in_random_order(reader.resolve_files(str(tmp_path), "train"))
+    assert first().max() < n // 3
+    tfrecord.write_manifest(str(tmp_path), {"train": manifest["splits"]["train"]["shards"]},
+                            extra={"row_order": {"train": "by_user"}})
+    assert first().max() > n - n // 10
     with pytest.raises(ValueError, match="shuffle_floor must be >= 0, got -1"):
         reader.make_dataset(SPEC, str(tmp_path), 4, split="train", shuffle_floor=-1)
     with pytest.raises(ValueError, match="shuffle_buffer must be positive, got 0"):

@@ -161,6 +161,8 @@ def test_sorted_row_orders_write_the_same_rows_sorted(tmp_path):
     for order, d in dirs.items():
         synthetic.generate(_cfg(row_order=order), d, workers=1)
     shuffled = _train_records(dirs["shuffled"])
+    assert json.load(open(os.path.join(dirs["shuffled"], "manifest.json")))["row_order"] == {
+        "train": "random", "eval": "random"}
     users = _field(shuffled, "user_id")
     # generation order is already random across users
     ranks = np.argsort(np.argsort(users, kind="stable"))
@@ -180,6 +182,8 @@ def test_sorted_row_orders_write_the_same_rows_sorted(tmp_path):
         for o in oracles:
             del o["config"]["row_order"]
         assert oracles[0] == oracles[1], order
+        assert json.load(open(os.path.join(dirs[order], "manifest.json")))["row_order"] == {
+            "train": order, "eval": "random"}
     with pytest.raises(ValueError, match="row_order must be one of shuffled, by_user"):
         _cfg(row_order="random")
     with pytest.raises(ValueError, match="at most 2,000,000 train rows"):

@@ -64,7 +64,9 @@ memory bounded:
 
 Every shard is thus a random permutation of a random sample of the input, so
 any run of records the reader takes from any shards, in any order, is a random
-sample of the whole file. The cost is one more write and read of the split's
+sample of the whole file; ``manifest.json`` records the split's ``row_order`` as
+``"random"`` (``"input"`` when not shuffled), so the reader knows it need not
+raise its shuffle buffer for it. The cost is one more write and read of the split's
 records on local disk (inside ``out_dir``'s temporary directory) and, in step 3,
 one shard's records in memory (``records_per_shard`` x record size: about
 250 MB for 250,000 records of 1 KB). The result depends only on the input rows,
@@ -676,9 +678,11 @@ def _publish(tmp_dir: str, out_dir: str, split: str, shards: List[Dict[str, obje
 
 
 def _update_manifest(out_dir: str, split: str, shards: List[Dict[str, object]],
-                     old: Optional[dict], counts: label_stats.LabelCounts) -> None:
-    """Writes the manifest with ``split``'s new shards and label counts, keeping
-    the other splits (and their counts) and any other keys of ``old``."""
+                     old: Optional[dict], counts: label_stats.LabelCounts,
+                     shuffled: bool) -> None:
+    """Writes the manifest with ``split``'s new shards, label counts and row order
+    ("random" when shuffled, else "input"), keeping the other splits' entries and
+    any other keys of ``old``."""
     old = old or {}
     splits = {name: list(entry.get("shards", []))
               for name, entry in (old.get("splits") or {}).items()}
@@ -688,6 +692,10 @@ def _update_manifest(out_dir: str, split: str, shards: List[Dict[str, object]],
     recorded = dict(recorded) if isinstance(recorded, dict) else {}
     recorded[split] = counts.to_dict()
     extra[label_stats.MANIFEST_KEY] = recorded
+    order = extra.get(tfrecord.ROW_ORDER_KEY)
+    order = dict(order) if isinstance(order, dict) else {}
+    order[split] = tfrecord.RANDOM_ORDER if shuffled else "input"
+    extra[tfrecord.ROW_ORDER_KEY] = order
     tfrecord.write_manifest(out_dir, splits, extra)
 
 
@@ -851,7 +859,7 @@ def convert(spec: spec_lib.FeatureSpec,
     finally:
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)
-    _update_manifest(out_dir, split, shards, old_manifest, counts)
+    _update_manifest(out_dir, split, shards, old_manifest, counts, shuffle)
     spec_lib.save_spec(spec, os.path.join(out_dir, SPEC_FILE))
     skipped += source.malformed_rows
     # both lists hold their own first few; the first few overall are among them

@@ -31,16 +31,24 @@ shards, in any order, are a random sample, and the interleave width matters only
 for throughput. It is not enough for shards written by other tools in the order
 of an exported log, sorted by user or time: with a 10,000-record buffer, one
 80,000-row shard sorted by user is read as a sliding window over 1/8 of its
-users, which cost a real data set 0.04 AUC (issue 21). So the buffer holds at
-least ``shuffle_floor`` records (`SHUFFLE_FLOOR`, 200,000, by default): a split
-of up to that many records is shuffled as a whole (at the granularity of
-``shuffle_block``), a larger sorted one over windows of 200,000 records. The
-cost is memory: the buffer keeps the serialized records, about 0.8 KB each for
-the synthetic ``feed`` preset, so about 160 MB at 200,000 records (never more
-than the data read: a smaller split is held whole), plus the time to fill it
-before the first batch (about a second at 200,000 records). Pass
-``shuffle_floor=0`` to use exactly ``shuffle_buffer``. Measurements:
-docs/benchmarks.md, "Row order (issue 21)".
+users, which cost a real data set 0.04 AUC (issue 21). So unless the shards'
+manifest records them as written in random order (`tfrecord.in_random_order`:
+``tfmdl data convert``'s train split, ``tfmdl data synth``'s shuffled splits),
+the buffer holds at least ``shuffle_floor`` records (`SHUFFLE_FLOOR`, 200,000,
+by default): a split of up to that many records is shuffled as a whole (at the
+granularity of ``shuffle_block``), a larger sorted one over windows of 200,000
+records. The cost is memory: the buffer keeps the serialized records, about
+0.8 KB each for the synthetic ``feed`` preset, so about 160 MB at 200,000
+records (never more than the data read: a smaller split is held whole), and
+time: the buffer is filled before the first batch of every epoch and reading
+does not overlap parsing meanwhile (one epoch of 200,000 records took 20-40%
+longer through the pipeline alone). Shards known to be in random order skip
+that cost, since a bigger buffer would not mix them any better. Pass
+``shuffle_floor=0`` to use exactly ``shuffle_buffer``. Blocks of
+``shuffle_block`` consecutive records still move together: on a split sorted by
+user, a 1,024-row batch holds about 240 distinct users instead of 1,000 (32
+blocks of a few users each); ``shuffle_block=1`` removes that at the cost of
+throughput. Measurements: docs/benchmarks.md, "Row order (issue 21)".
 
 Sources: ``source="parquet"`` (or ``"auto"`` on Parquet files) streams Parquet
 files through tensorflow-io into the same batches instead (`tfmdl.pipelines.parquet`,
@@ -333,7 +341,7 @@ def make_dataset(spec: spec_lib.FeatureSpec,
         also makes interleaving deterministic).
       seed: shuffle seed.
       shuffle_buffer: records held by the shuffle buffer (raised to
-        ``shuffle_floor``).
+        ``shuffle_floor`` for shards not known to be in random order).
       shuffle_block: records shuffled as one unit. The per-element cost of
         ``Dataset.shuffle`` dominated the pipeline (about 190k vs 250k+
         examples/s on 2 cores, docs/benchmarks.md), so runs of this many
@@ -352,9 +360,10 @@ def make_dataset(spec: spec_lib.FeatureSpec,
         workers, auto-sharding splits records instead of files.
       source: "auto" (Parquet when the files end in ``.parquet``), "tfrecord" or
         "parquet" (`tfmdl.pipelines.parquet`, needs the ``io`` extra).
-      shuffle_floor: the shuffle buffer holds at least this many records, so
-        shards sorted by user or time are still mixed (module docstring, "How
-        much this mixes"); 0 uses ``shuffle_buffer`` as given.
+      shuffle_floor: unless the shards' manifest records a random row order,
+        the shuffle buffer holds at least this many records, so shards sorted
+        by user or time are still mixed (module docstring, "How much this
+        mixes"); 0 uses ``shuffle_buffer`` as given.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -369,9 +378,11 @@ def make_dataset(spec: spec_lib.FeatureSpec,
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         files = _shard_files(files, input_context, pattern)
+    if shuffle and shuffle_floor > shuffle_buffer and not (
+            kind == TFRECORD and tfrecord.in_random_order(files)):
+        shuffle_buffer = shuffle_floor
     options = PipelineOptions(
-        batch_size=batch_size, shuffle=shuffle, seed=seed,
-        shuffle_buffer=max(shuffle_buffer, shuffle_floor),
+        batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
         shuffle_block=shuffle_block, repeat=repeat, cache=cache, drop_remainder=drop_remainder,
         ignore_errors=ignore_errors, cycle_length=cycle_length, num_workers=num_workers)
     if kind == PARQUET:

@@ -52,7 +52,9 @@ train records and the same oracle report (apart from ``config.row_order``).
 
 ``manifest.json`` records, besides the shards, each split's label counts
 (`label_stats.LabelCounts`, under ``"label_counts"``), which the output-bias
-prior reads instead of counting the files again.
+prior reads instead of counting the files again, and each split's row order
+(``"row_order"``: ``"random"``, or the sorted order's name), which tells the
+reader whether its shuffle buffer must be raised to mix the rows.
 """
 
 from __future__ import annotations
@@ -758,7 +760,11 @@ def generate(cfg: SynthConfig, out_dir: str, workers: int = 0,
     tfrecord.atomic_write_text(os.path.join(out_dir, "oracle.json"),
                                json.dumps(_nan_to_none(report), indent=2, sort_keys=True,
                                           allow_nan=False) + "\n")
-    tfrecord.write_manifest(out_dir, splits, extra={label_stats.MANIFEST_KEY: counts})
+    # generation order is random; the sorted train orders are named for the reader
+    order = {"train": tfrecord.RANDOM_ORDER if cfg.row_order == SHUFFLED else cfg.row_order,
+             "eval": tfrecord.RANDOM_ORDER}
+    tfrecord.write_manifest(out_dir, splits, extra={label_stats.MANIFEST_KEY: counts,
+                                                    tfrecord.ROW_ORDER_KEY: order})
     seconds = time.perf_counter() - start
     return SynthResult(out_dir, spec, report, seconds, cfg.train + cfg.eval,
                        peak_worker_rss_mb=peak_worker if workers > 1 else None)

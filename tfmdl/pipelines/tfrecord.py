@@ -4,7 +4,12 @@ A shard is written to a hidden temporary file beside its final name and renamed
 into place only when it is complete, so a reader globbing ``train-*.tfrecord``
 never sees a half-written shard. ``manifest.json`` (also written atomically)
 records every shard with its record count; readers use it to report how many
-records ``ignore_errors`` skipped.
+records ``ignore_errors`` skipped. Its optional ``"row_order"`` mapping says, per
+split, in what order the writer put the rows: ``"random"`` (`RANDOM_ORDER`: every
+shard a random sample in random order, as ``tfmdl data convert`` writes the train
+split and the synthetic generator its shuffled splits), or anything else
+(``"input"``, ``"by_user"``, ...) for an order the reader must not trust to be
+mixed (`in_random_order`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Dict, Iterable, List, Optional
 import tensorflow as tf
 
 MANIFEST = "manifest.json"
+ROW_ORDER_KEY = "row_order"
+RANDOM_ORDER = "random"
 
 
 def shard_suffix(compression: Optional[str]) -> str:
@@ -151,3 +158,26 @@ def expected_records(files: List[str]) -> Optional[int]:
             return None
         total += counts[name]
     return total
+
+
+def in_random_order(files: List[str]) -> bool:
+    """True when every file is a shard listed in its directory's manifest under a
+    split whose ``row_order`` is `RANDOM_ORDER`; False for files without a
+    manifest, unlisted files and splits of any other (or no recorded) order."""
+    if not files:
+        return False
+    splits_of: Dict[str, Optional[Dict[str, str]]] = {}
+    for path in files:
+        directory, name = os.path.split(path)
+        if directory not in splits_of:
+            manifest = read_manifest(directory)
+            if manifest is None:
+                return False
+            order = manifest.get(ROW_ORDER_KEY) or {}
+            splits_of[directory] = {str(s["file"]): split
+                                    for split, entry in manifest.get("splits", {}).items()
+                                    for s in entry.get("shards", [])
+                                    if order.get(split) == RANDOM_ORDER}
+        if name not in splits_of[directory]:
+            return False
+    return True
