@@ -38,7 +38,9 @@ def np_towers(x, layer):
     for k in range(K):
         h = x[:, k]
         for j, dense in enumerate(layer.layers_):
-            h = h @ dense.kernel.numpy()[k] + dense.bias.numpy()[k]
+            h = h @ dense.kernel.numpy()[k]
+            if dense.bias is not None:
+                h = h + dense.bias.numpy()[k]
             if j < len(layer.layers_) - 1:
                 h = relu(h)
         out[:, k] = h[:, 0]
@@ -84,6 +86,19 @@ def test_task_towers_match_numpy(shape):
     assert out.shape == (4, 3)
     np.testing.assert_allclose(out, np_towers(x, layer), rtol=1e-4, atol=1e-5)
     assert not np.allclose(out[:, 0], out[:, 1])          # own weights per task
+
+
+def test_task_towers_last_layer_has_a_bias_only_with_logit_bias():
+    """The zoo's models add their output bias after the towers (tfmdl.models.base),
+    so by default the last tower layer has none; ``logit_bias=True`` adds it."""
+    x = x_input([4, 5])
+    plain, biased = TaskTowers(2, [3]), TaskTowers(2, [3], logit_bias=True)
+    plain(x), biased(x)
+    assert plain.layers_[0].bias is not None and plain.layers_[-1].bias is None
+    assert biased.layers_[-1].bias.shape == (2, 1)
+    randomize(biased)
+    np.testing.assert_allclose(biased(x).numpy(), np_towers(x, biased), rtol=1e-4, atol=1e-5)
+    assert TaskTowers.from_config(biased.get_config()).logit_bias
 
 
 def test_task_towers_without_hidden_layers_are_linear_heads():

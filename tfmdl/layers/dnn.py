@@ -111,10 +111,12 @@ class TaskTowers(keras.layers.Layer):
       activation: hidden activation (default ``"relu"``).
       dropout: dropout rate after every hidden layer (default 0.0).
       kernel_initializer: initializer of every kernel (default ``"glorot_uniform"``).
+      logit_bias: give the last layer a bias ``c^k`` (default False).
     """
 
     def __init__(self, num_tasks: int, hidden: Sequence[int] = (), activation="relu",
-                 dropout: float = 0.0, kernel_initializer="glorot_uniform", **kwargs):
+                 dropout: float = 0.0, kernel_initializer="glorot_uniform",
+                 logit_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
         per_token_ffn._check_positive_int("num_tasks", num_tasks)  # pylint: disable=protected-access
         per_token_ffn._check_rate("dropout", dropout)  # pylint: disable=protected-access
@@ -123,10 +125,13 @@ class TaskTowers(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.dropout = float(dropout)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.logit_bias = bool(logit_bias)
         init = keras.initializers.serialize(self.kernel_initializer)
+        widths = self.hidden + [1]
         self.layers_ = [per_token_ffn.PerTokenDense(
-            u, kernel_initializer=keras.initializers.deserialize(init), name=f"layer_{j}")
-            for j, u in enumerate(self.hidden + [1])]
+            u, use_bias=j < len(widths) - 1 or self.logit_bias,
+            kernel_initializer=keras.initializers.deserialize(init), name=f"layer_{j}")
+            for j, u in enumerate(widths)]
         self.drop = keras.layers.Dropout(self.dropout)
 
     def _tiled_shape(self, input_shape) -> tf.TensorShape:
@@ -167,7 +172,8 @@ class TaskTowers(keras.layers.Layer):
         config.update(num_tasks=self.num_tasks, hidden=list(self.hidden),
                       activation=keras.activations.serialize(self.activation),
                       dropout=self.dropout,
-                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                      logit_bias=self.logit_bias)
         return config
 
 

@@ -12,14 +12,27 @@ A built model comes in two nested Keras models that share weights:
   ``model.fit`` trains by default, what is saved and what serving exports.
 
 `assemble` builds both from a ``core_fn`` that maps the looked-up input tensors
-to task outputs, so no model re-implements input plumbing.
+to one logit per task, so no model re-implements input plumbing or output heads.
+
+Output heads (docs/training.md, "Output heads and the output-bias prior"): every
+model's task k predicts ``ŷ_k = σ(z_k + b_k)``, with ``z_k`` the model's own
+logit and ``b_k`` the `OutputBias` layer's (named ``output_bias``, one float32
+weight per task), which `set_output_bias` starts at ``log(p_k / (1 - p_k))``,
+the task's positive rate in the training data, so an untrained model predicts
+the base rates. The sigmoid is the task's output layer itself (a Keras
+``sigmoid`` activation), so Keras' binary cross-entropy reads the logit behind
+it and computes the loss from logits: a probability-only output is clipped to
+``[1e-7, 1 - 1e-7]`` by the loss, whose gradient is zero outside that range,
+and a rare task's head pushed below ``1e-7`` then never recovers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -64,9 +77,113 @@ def core_inputs(spec: spec_lib.FeatureSpec) -> Dict[str, keras.Input]:
 
 def name_outputs(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """Gives each task output a float32 layer named by the task (Keras uses layer
-    names as output names; float32 keeps outputs exact under mixed precision)."""
+    names as output names; float32 keeps outputs exact under mixed precision).
+    The identity keeps the tensor itself, so the logit Keras' loss reads behind a
+    sigmoid output (module docstring) survives the wrapping."""
     return {task: keras.layers.Activation("linear", dtype="float32", name=task)(t)
             for task, t in outputs.items()}
+
+
+OUTPUT_BIAS_LAYER = "output_bias"
+# the prior's rates are clipped to [PRIOR_MIN_RATE, 1 - PRIOR_MIN_RATE]: a task with
+# no positives (or no negatives) in the training data gets a finite bias
+PRIOR_MIN_RATE = 1e-6
+
+
+@keras.utils.register_keras_serializable(package="tfmdl")
+class OutputBias(keras.layers.Layer):
+    """Adds one bias per task to the models' logits: ``z_k + b_k``.
+
+    Shapes: ``[B, K]`` -> ``[B, K]`` float32 (inputs of any float dtype are cast,
+    so under mixed precision the sigmoid after it runs in float32). ``b`` starts
+    at zero; `set_output_bias` sets it to the prior before training (module
+    docstring).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        if shape.rank != 2 or shape[-1] is None:
+            raise ValueError(f"{self.name}: logits must be [batch, K] with static K. "
+                             f"Received: shape {shape}")
+        self.bias = self.add_weight("bias", shape=[int(shape[-1])], initializer="zeros")
+        super().build(shape)
+
+    def call(self, logits):
+        return logits + self.bias
+
+
+def prior_logits(rates: Mapping[str, float], task_names: Sequence[str]) -> np.ndarray:
+    """``log(p / (1 - p))`` per task of ``task_names`` (float32 ``[K]``); ``p`` is
+    clipped to ``[PRIOR_MIN_RATE, 1 - PRIOR_MIN_RATE]``, and a task whose rate is
+    NaN (no labels) or absent gets 0."""
+    out = []
+    for t in task_names:
+        p = rates.get(t, math.nan)
+        if p is None or not math.isfinite(p):
+            out.append(0.0)
+            continue
+        p = min(max(float(p), PRIOR_MIN_RATE), 1.0 - PRIOR_MIN_RATE)
+        out.append(math.log(p / (1.0 - p)))
+    return np.asarray(out, np.float32)
+
+
+def output_bias_layer(built: "BuiltModel") -> OutputBias:
+    """The model's `OutputBias` layer (in ``built.core``)."""
+    return built.core.get_layer(OUTPUT_BIAS_LAYER)
+
+
+def pre_bias_logits(built: "BuiltModel", features: Mapping[str, tf.Tensor],
+                    looked_up: bool = False) -> np.ndarray:
+    """The model's logits ``z`` ``[B, K]`` before the output bias, for a batch of
+    raw ``features`` (or of the core's inputs with ``looked_up``), in inference
+    mode."""
+    layer = output_bias_layer(built)
+    probe = keras.Model(built.core.inputs, layer.input)
+    inputs = dict(features) if looked_up else built.lookup(dict(features))
+    return np.asarray(probe(inputs, training=False), np.float64)
+
+
+def calibrated_bias(logits: np.ndarray, rate: float, iterations: int = 80) -> float:
+    """The ``b`` with ``mean σ(logits + b) = rate`` (bisection; the mean is
+    increasing in ``b``), for 1-D ``logits``."""
+    lo, hi = -60.0, 60.0
+    z = np.asarray(logits, np.float64)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        mean = np.mean(0.5 * (1.0 + np.tanh(0.5 * (z + mid))))
+        lo, hi = (mid, hi) if mean < rate else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def set_output_bias(built: "BuiltModel", rates: Mapping[str, float],
+                    features: Optional[Mapping[str, tf.Tensor]] = None,
+                    looked_up: bool = False) -> np.ndarray:
+    """Sets every task's output bias to the prior of ``rates`` and returns the values.
+
+    Without ``features`` the bias is ``log(p / (1 - p))`` (`prior_logits`). With a
+    batch of raw training ``features`` it is corrected for the spread of the
+    untrained model's own logits: a randomly initialised last layer spreads
+    ``z_k`` around 0, and by Jensen's inequality ``mean σ(z_k + b)`` then exceeds
+    ``σ(b)`` for a rare task (an untrained MDL predicted up to 17x its rates
+    with the plain log-odds). The bias is solved per task so that the batch's
+    mean prediction equals ``p`` (`calibrated_bias`), which is what "an untrained
+    model predicts the base rate" asks for. ``looked_up``: ``features`` are the
+    core model's inputs (`FeatureLookup`'s output) rather than raw features.
+    """
+    values = prior_logits(rates, built.spec.task_names)
+    if features is not None:
+        z = pre_bias_logits(built, features, looked_up)
+        for k, t in enumerate(built.spec.task_names):
+            p = rates.get(t, math.nan)
+            if p is not None and math.isfinite(p):
+                p = min(max(float(p), PRIOR_MIN_RATE), 1.0 - PRIOR_MIN_RATE)
+                values[k] = calibrated_bias(z[:, k], p)
+    output_bias_layer(built).bias.assign(values)
+    return values
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")
@@ -203,14 +320,23 @@ CoreFn = Callable[[Dict[str, tf.Tensor]], Tuple[Dict[str, tf.Tensor], Dict[str, 
 
 
 def assemble(name: str, spec: spec_lib.FeatureSpec, params: Any, core_fn: CoreFn) -> BuiltModel:
-    """Builds core and full models around ``core_fn(inputs) -> (task_outputs, aux)``."""
+    """Builds core and full models around ``core_fn(inputs) -> (task_logits, aux)``
+    (``{task: logit [B, 1]}``); the output bias and the sigmoid heads are added
+    here, the same for every model (module docstring)."""
     inputs = core_inputs(spec)
-    outputs, aux = core_fn(inputs)
-    missing = [t for t in spec.task_names if t not in outputs]
+    logits, aux = core_fn(inputs)
+    missing = [t for t in spec.task_names if t not in logits]
     if missing:
         raise ValueError(f"model {name!r} produced no output for task(s) {missing}.")
-    core = CoreModel(inputs, name_outputs({t: outputs[t] for t in spec.task_names}),
-                     name=f"{name}_core")
+    if OUTPUT_BIAS_LAYER in spec.task_names:
+        raise ValueError(f"task name {OUTPUT_BIAS_LAYER!r} is reserved for the models' "
+                         f"output-bias layer; rename the task in the spec.")
+    stacked = tf.concat([logits[t] for t in spec.task_names], axis=-1) \
+        if len(spec.task_names) > 1 else logits[spec.task_names[0]]
+    biased = OutputBias(name=OUTPUT_BIAS_LAYER)(stacked)
+    probs = {t: keras.layers.Activation("sigmoid", dtype="float32", name=t)(biased[:, k:k + 1])
+             for k, t in enumerate(spec.task_names)}
+    core = CoreModel(inputs, probs, name=f"{name}_core")
     aux_model = keras.Model(inputs, aux, name=f"{name}_aux") if aux else None
     lookup = inputs_lib.FeatureLookup(spec, name="feature_lookup")
     raw = inputs_lib.spec_inputs(spec)

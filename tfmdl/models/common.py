@@ -141,10 +141,11 @@ def backbone(spec: spec_lib.FeatureSpec, params: BackboneParams,
     return concat([pooled] + scen) if scen else pooled
 
 
-def task_outputs(spec: spec_lib.FeatureSpec, logits: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """``[B, K]`` logits -> ``{task: σ(logit) [B, 1]}`` in spec task order."""
-    probs = tf.nn.sigmoid(logits)
-    return {t: probs[:, k:k + 1] for k, t in enumerate(spec.task_names)}
+def task_logits(spec: spec_lib.FeatureSpec, logits: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """``[B, K]`` logits -> ``{task: logit [B, 1]}`` in spec task order: what a
+    model's core function returns (`tfmdl.models.base.assemble` adds the output
+    bias and the sigmoid)."""
+    return {t: logits[:, k:k + 1] for k, t in enumerate(spec.task_names)}
 
 
 def towers(spec: spec_lib.FeatureSpec, h: tf.Tensor, hidden: Sequence[int],

@@ -189,8 +189,9 @@ def field_matrix(spec: spec_lib.FeatureSpec, inputs, emb, dim: int) -> tf.Tensor
 
 
 def _linear(spec, x) -> tf.Tensor:
-    """Per-task first-order term ``w_k·x + b_k`` ``[B, K]``."""
-    return keras.layers.Dense(len(spec.tasks), name="linear")(x)
+    """Per-task first-order term ``w_k·x`` ``[B, K]`` (its bias is the models'
+    output bias, `tfmdl.models.base.OutputBias`)."""
+    return keras.layers.Dense(len(spec.tasks), use_bias=False, name="linear")(x)
 
 
 def _cross_stack(x0: tf.Tensor, layers: int, v2: bool, projection_dim: int = 0,
@@ -221,7 +222,7 @@ def build_deepfm(spec: spec_lib.FeatureSpec, params: DeepFMConfig) -> base.Built
         fm = ctr.FMInteraction(name="fm")(field_matrix(spec, inputs, emb, params.field_dim))
         h = common.concat([_mlp(params.hidden, params.dropout)(x), fm])
         logits = _linear(spec, x) + common.towers(spec, h, params.tower_hidden, params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("deepfm", spec, params, core)
 
@@ -235,7 +236,7 @@ def build_dcn(spec: spec_lib.FeatureSpec, params: DCNConfig) -> base.BuiltModel:
         h = common.concat([_cross_stack(x, params.cross_layers, v2=False),
                            _mlp(params.hidden, params.dropout)(x)])
         logits = common.towers(spec, h, params.tower_hidden, params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("dcn", spec, params, core)
 
@@ -258,7 +259,7 @@ def build_dcnv2(spec: spec_lib.FeatureSpec, params: DCNv2Config) -> base.BuiltMo
         mlp = _mlp(params.hidden, params.dropout) if params.hidden else (lambda t: t)
         h = _dcnv2_bottom(params, x, mlp)
         logits = common.towers(spec, h, params.tower_hidden, params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("dcnv2", spec, params, core)
 
@@ -277,7 +278,7 @@ def build_dcnv2_mt(spec: spec_lib.FeatureSpec, params: DCNv2MTConfig) -> base.Bu
         else:
             h = _dcnv2_bottom(params, x, lambda _: common.backbone(spec, params, inputs, emb))
         logits = common.towers(spec, h, params.tower_hidden, params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("dcnv2_mt", spec, params, core)
 
@@ -294,7 +295,7 @@ def build_xdeepfm(spec: spec_lib.FeatureSpec, params: XDeepFMConfig) -> base.Bui
             field_matrix(spec, inputs, emb, params.field_dim))
         h = common.concat([_mlp(params.hidden, params.dropout)(x), cin])
         logits = _linear(spec, x) + common.towers(spec, h, params.tower_hidden, params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("xdeepfm", spec, params, core)
 

@@ -55,7 +55,7 @@ def build_ple_md(spec: spec_lib.FeatureSpec, params: PLEMDConfig) -> base.BuiltM
         x = multitask.ple_levels(params, len(spec.tasks), h, num_groups=S)   # [B, S*K, u]
         logits = common.scenario_task_logits(spec, inputs, x, params.tower_hidden,
                                              params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("ple_md", spec, params, core)
 
@@ -111,8 +111,8 @@ def build_star(spec: spec_lib.FeatureSpec, params: STARConfig) -> base.BuiltMode
             if params.aux_hidden:
                 a = dnn.MLP(list(params.aux_hidden), dropout=params.dropout,
                             name="aux_mlp")(a)
-            logits = logits + keras.layers.Dense(K, name="aux_logits")(a)
-        return common.task_outputs(spec, logits), {}
+            logits = logits + keras.layers.Dense(K, use_bias=False, name="aux_logits")(a)
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("star", spec, params, core)
 

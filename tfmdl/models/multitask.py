@@ -67,7 +67,7 @@ def build_shared_bottom(spec: spec_lib.FeatureSpec,
         h = common.backbone(spec, params, inputs, emb)
         logits = task_logits(spec, inputs, h, params.tower_hidden, params.dropout,
                              params.scenario_towers)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("shared_bottom", spec, params, core)
 
@@ -111,7 +111,7 @@ def build_mmoe(spec: spec_lib.FeatureSpec, params: MMoEConfig) -> base.BuiltMode
                     spec, inputs, tf.reshape(mixed, [-1, S, K, mixed.shape[-1]]))
             logits = task_logits(spec, inputs, mixed, params.tower_hidden, params.dropout,
                                  params.scenario_towers)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("mmoe", spec, params, core)
 
@@ -168,6 +168,6 @@ def build_ple(spec: spec_lib.FeatureSpec, params: PLEConfig) -> base.BuiltModel:
         x = ple_levels(params, len(spec.tasks), h)                         # [B, K, u]
         logits = task_logits(spec, inputs, x, params.tower_hidden, params.dropout,
                              params.scenario_towers)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("ple", spec, params, core)

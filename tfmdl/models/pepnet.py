@@ -124,6 +124,6 @@ def build_pepnet(spec: spec_lib.FeatureSpec, params: PEPNetConfig) -> base.Built
         logits = pepnet_layers.PPNet(len(spec.tasks), list(params.tower_hidden), gate_hidden,
                                      params.gamma, dropout=params.dropout,
                                      name="ppnet")([h, priors, o_ep])
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("pepnet", spec, params, core)

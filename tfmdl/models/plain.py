@@ -61,7 +61,7 @@ def _build(name: str, spec: spec_lib.FeatureSpec, params) -> base.BuiltModel:
         emb = common.embed(spec, inputs)
         h = common.backbone(spec, backbone, inputs, emb)
         logits = common.towers(spec, h, params.tower_hidden, params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble(name, spec, params, core)
 

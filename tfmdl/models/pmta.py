@@ -109,8 +109,8 @@ class _PMTACore:
         else:
             fused = pmta_layers.TaskFusionMLP(cfg.fusion_mlp_layers, dropout=cfg.dropout,
                                               name="task_fusion_mlp")(m, rescale=scales)
-        logits = per_token_ffn.PerTokenDense(1, name="task_logits")(fused)[:, :, 0]
-        return common.task_outputs(spec, logits), {}
+        logits = per_token_ffn.PerTokenDense(1, use_bias=False, name="task_logits")(fused)[:, :, 0]
+        return common.task_logits(spec, logits), {}
 
     def _prompts(self, emb: Dict[str, tf.Tensor], h: tf.Tensor) -> tf.Tensor:
         spec, cfg = self.spec, self.cfg

@@ -106,7 +106,7 @@ def build_shared_top(spec: spec_lib.FeatureSpec, params: SharedTopConfig) -> bas
         h = common.backbone(spec, params, inputs, emb)
         b = domain_bottoms(spec, inputs, h, params.domain_hidden, params.dropout)
         logits = common.towers(spec, b, params.tower_hidden, params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("shared_top", spec, params, core)
 
@@ -121,7 +121,7 @@ def build_specific_top(spec: spec_lib.FeatureSpec,
         h = common.backbone(spec, params, inputs, emb)
         logits = common.scenario_task_logits(spec, inputs, h, params.tower_hidden,
                                              params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("specific_top", spec, params, core)
 
@@ -146,6 +146,6 @@ def build_specific_all(spec: spec_lib.FeatureSpec,
             h = domain_bottoms(spec, inputs, h, params.domain_hidden, params.dropout)
         logits = common.scenario_task_logits(spec, inputs, h, params.tower_hidden,
                                              params.dropout)
-        return common.task_outputs(spec, logits), {}
+        return common.task_logits(spec, logits), {}
 
     return base.assemble("specific_all", spec, params, core)
