@@ -7,7 +7,17 @@ extra embeddings of ``feature_sets.extra_embedding``, ``p_s`` the
 ``feature_sets.scenario_prior`` features of scenario s; ``global`` lists the
 global token's priors); task tokens ``u_k = FFN_k([ê ; r_k])`` with ``r_k`` the
 ``feature_sets.task_related`` features. ``layers`` `MDLBlock`s follow, and task k
-predicts ``ŷ_k = σ(w_k · U^L_k + b_k)``.
+predicts ``ŷ_k = σ(w_k · U^L_k + b_k)`` (the paper's "logits layer"; ``b_k`` is
+the shared output bias of every model, `tfmdl.models.base`).
+
+Head options (measured in docs/benchmarks.md, "MDL's rare-task heads"):
+
+* ``head_norm: true`` normalises ``U^L_k`` before the logits layer,
+  ``σ(w_k · LN(U^L_k) + b_k)`` (LayerNorm over ``d``, parameters shared by the
+  task tokens): the task tokens are an un-normalised residual stream.
+* ``head_hidden: h > 0`` reads the logits layer as a one-hidden-layer MLP per
+  task, ``σ(w2_k · ReLU(W1_k U^L_k + b1_k) + b_k)`` with ``W1_k`` ``[d, h]``,
+  which is an acceptable reading of the paper's "logits layer" too.
 
 Ablations (MDL Table 2, SPEC.md 2.4):
 
@@ -38,6 +48,7 @@ import tf_keras as keras
 from tfmdl.layers import fusion
 from tfmdl.layers import inputs as inputs_lib
 from tfmdl.layers import mdl_block
+from tfmdl.layers import mixing
 from tfmdl.layers import per_token_ffn
 from tfmdl.layers import tokenization
 from tfmdl.models import base
@@ -66,6 +77,8 @@ class MDLConfig:
     no_scenario_tokens: bool = False
     no_global_token: bool = False
     scenario_interaction: Literal["daa", "mixing"] = "daa"
+    head_norm: bool = False        # LayerNorm of U^L_k before the logits layer
+    head_hidden: int = 0           # > 0: one-hidden-layer MLP per task as the logits layer
 
     def __post_init__(self):
         for key in ("layers", "width", "heads", "ffn_mult"):
@@ -79,6 +92,8 @@ class MDLConfig:
             raise ValueError(f"mixing_heads must be >= 0, got {self.mixing_heads}.")
         if self.token_hidden < 0:
             raise ValueError(f"token_hidden must be >= 0, got {self.token_hidden}.")
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be >= 0, got {self.head_hidden}.")
 
     @property
     def scenario_mode(self) -> str:
@@ -149,9 +164,7 @@ class _MDLCore:
             if cfg.task_mode == "daa":
                 aux[f"layer_{layer}/task"] = out["task_attention"]
         logits = self._logits(x, z, u, mask)                       # [B, K]
-        probs = tf.nn.sigmoid(logits)
-        outputs = {t: probs[:, k:k + 1] for k, t in enumerate(spec.task_names)}
-        return outputs, aux
+        return common.task_logits(spec, logits), aux
 
     def _logits(self, x, z, u, mask) -> tf.Tensor:
         cfg, K = self.cfg, len(self.spec.tasks)
@@ -166,13 +179,19 @@ class _MDLCore:
                 pooled = pooled + zbar[:, 0, :]
             u = tf.tile(pooled[:, None, :], [1, K, 1])
             u = per_token_ffn.PerTokenFFN(cfg.width, name="task_towers")(u)
+        if cfg.head_norm:
+            u = keras.layers.LayerNormalization(epsilon=mixing.LAYER_NORM_EPSILON,
+                                                name="task_head_norm")(u)
         if z is None and cfg.scenario_mode == "none":
             # one head per (scenario, task); an instance averages its scenarios' heads
-            heads = per_token_ffn.PerTokenDense(S, name="scenario_task_heads")(u)  # [B, K, S]
+            heads = per_token_ffn.PerTokenDense(S, use_bias=False, name="scenario_task_heads")(u)  # [B, K, S]
             share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
             # multiply + sum, not tf.einsum: a functional-graph einsum does not reload
             return tf.reduce_sum(heads * tf.cast(share, heads.dtype)[:, None, :], axis=2)
-        return per_token_ffn.PerTokenDense(1, name="task_logits")(u)[:, :, 0]
+        if cfg.head_hidden:
+            return per_token_ffn.PerTokenFFN(cfg.head_hidden, output_dim=1, activation="relu",
+                                             name="task_logits")(u)[:, :, 0]
+        return per_token_ffn.PerTokenDense(1, use_bias=False, name="task_logits")(u)[:, :, 0]
 
 
 def _token_inputs(shared, per_token):
