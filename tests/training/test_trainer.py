@@ -233,3 +233,35 @@ def test_killed_run_resumes_from_its_backup(feed_dir, tmp_path):
     built, _ = model_dir_lib.load_trained(m)
     assert built.model is not None
     assert not os.path.exists(backup) or not os.listdir(backup)  # cleaned after finishing
+
+
+def test_output_bias_prior_is_set_before_training_and_recorded(feed_dir, tmp_path):
+    """``output_bias_init: prior`` (the default) sets the bias from the manifest's
+    label counts and records it; ``zero`` leaves it at 0."""
+    from tfmdl.models import base  # pylint: disable=g-import-not-at-top
+    from tfmdl.pipelines import label_stats  # pylint: disable=g-import-not-at-top
+
+    spec = spec_lib.load_spec(feed_dir)
+    counts = label_stats.counts_in_manifest(tfrecord.read_manifest(feed_dir), "train", spec)
+    assert counts is not None, "synth records label counts in manifest.json"
+    m = str(tmp_path / "m")
+    run = trainer.prepare(_config(tmp_path, epochs=1, jit_compile="off"), feed_dir, m)
+    assert run.output_bias["init"] == "prior"
+    assert run.output_bias["rates"] == pytest.approx(counts.rates())
+    bias = base.output_bias_layer(run.built).bias.numpy()
+    np.testing.assert_allclose(bias, [run.output_bias["bias"][t] for t in spec.task_names],
+                               rtol=1e-6)
+    # an untrained model predicts the rates on the training rows
+    f, _, _ = next(iter(reader.make_dataset(spec, feed_dir, 4000, split="train", shuffle=False)))
+    out = run.built.model(f)
+    for t in spec.task_names:
+        assert abs(float(out[t].numpy().mean()) / counts.rates()[t] - 1) < 0.1, t
+    summary = run.finish()
+    assert summary["output_bias"]["init"] == "prior"
+    assert yaml.safe_load(open(os.path.join(m, "config.yaml")))["training"][
+        "output_bias_init"] == "prior"
+
+    zero = trainer.prepare(_config(tmp_path, epochs=1, jit_compile="off",
+                                   output_bias_init="zero"), feed_dir, str(tmp_path / "z"))
+    assert zero.output_bias == {"init": "zero"}
+    assert not np.any(base.output_bias_layer(zero.built).bias.numpy())

@@ -350,6 +350,22 @@ def compile_tfmdl(built: base.BuiltModel, optimizers: Tuple[Any, Any],
     return trainer.compile_model(built, tcfg, jit_compile, metrics=False, core=True)
 
 
+def set_prior(built: base.BuiltModel, data: "Data") -> Dict[str, float]:
+    """tfmdl's default output-bias prior (``training.output_bias_init: prior``)
+    from the loaded training rows' labels; DeepCTR keeps its own zero bias, as
+    each side trains with its library's defaults. Returns the rates."""
+    from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
+
+    rates = {}
+    for t in built.spec.task_names:
+        labelled = data.weights[t] > 0
+        rates[t] = float(data.labels[t][labelled].mean()) if labelled.any() else float("nan")
+    rows = min(len(data), trainer.PRIOR_BATCH)
+    base.set_output_bias(built, rates, {k: v[:rows] for k, v in data.ids.items()},
+                         looked_up=True)
+    return rates
+
+
 def _auc(side: Side, spec: spec_lib.FeatureSpec, data: Data, batch: int) -> Dict[str, float]:
     out = side.model.predict(side.eval_x, batch_size=batch, verbose=0)
     if isinstance(out, dict):
@@ -378,6 +394,7 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
     tasks = list(spec.task_names)
 
     compile_tfmdl(built, optimizers, jit_compile)
+    set_prior(built, train_data)
     peer = build_deepctr(model, spec, arch, seed)
     peer.compile(optimizer=deepctr_optimizer(peer, optimizers),
                  loss=["binary_crossentropy"] * len(tasks))

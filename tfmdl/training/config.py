@@ -9,6 +9,7 @@
       jit_compile: auto       # auto | on | off
       mixed_precision: "off"  # or mixed_bfloat16
       early_stopping: {metric: val_like_auc, patience: 2}
+      output_bias_init: prior # or zero (docs/training.md, "Output-bias prior")
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Literal, Optional
 
-OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+OPTIMIZERS = ("adam", "lazy_adam", "rmsprop", "adagrad", "sgd")
 
 
 @dataclasses.dataclass
 class OptimizerConfig:
-    name: Literal["adam", "rmsprop", "adagrad", "sgd"] = "adam"
+    name: Literal["adam", "lazy_adam", "rmsprop", "adagrad", "sgd"] = "adam"
     learning_rate: float = 1e-3
     schedule: Literal["constant", "cosine", "exponential"] = "constant"
     decay_steps: int = 10_000
@@ -64,6 +65,10 @@ class TrainingConfig:
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
     steps_per_execution: int = 1
     log_every_steps: int = 100       # TensorBoard scalar frequency
+    # each task's output bias starts at its training positive rate's log-odds
+    # (corrected on one training batch so the untrained model predicts the rate);
+    # zero: at 0, an untrained model predicts 0.5 for every task
+    output_bias_init: Literal["prior", "zero"] = "prior"
 
     def __post_init__(self):
         for key in ("batch_size", "epochs", "shuffle_buffer", "steps_per_execution",

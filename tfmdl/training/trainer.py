@@ -55,10 +55,12 @@ from tfmdl.layers import inputs as inputs_lib
 from tfmdl.models import base
 from tfmdl.models import experiment
 from tfmdl.pipelines import filesystems
+from tfmdl.pipelines import label_stats
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
 from tfmdl.training import config as train_config
+from tfmdl.training import lazy_adam
 from tfmdl.training import model_dir as model_dir_lib
 from tfmdl.training import warm_start as warm_start_lib
 
@@ -229,7 +231,8 @@ class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(cfg: train_config.OptimizerConfig):
-    cls = {"adam": keras.optimizers.legacy.Adam, "rmsprop": keras.optimizers.legacy.RMSprop,
+    cls = {"adam": keras.optimizers.legacy.Adam, "lazy_adam": lazy_adam.LazyAdam,
+           "rmsprop": keras.optimizers.legacy.RMSprop,
            "adagrad": keras.optimizers.legacy.Adagrad,
            "sgd": keras.optimizers.legacy.SGD}[cfg.name]
     kwargs = {"learning_rate": _schedule(cfg)}
@@ -399,6 +402,7 @@ class TrainingRun:
     nan_guard: NaNGuard
     started: float = dataclasses.field(default_factory=time.time)
     warm_start: Optional[warm_start_lib.WarmStartReport] = None  # with warm_start_from
+    output_bias: Optional[Dict[str, Any]] = None  # what `init_output_bias` set
 
     def fit(self, verbose="auto"):
         history = self.model.fit(
@@ -419,6 +423,8 @@ class TrainingRun:
             "history": {k: [float(x) for x in v] for k, v in (history.history.items()
                                                                if history else [])},
         }
+        if self.output_bias is not None:
+            summary["output_bias"] = self.output_bias
         if self.warm_start is not None:
             report = self.warm_start
             summary["warm_start"] = {"source": report.source, "source_model": report.source_model,
@@ -454,6 +460,38 @@ def _records(files: Sequence[str], source: str) -> Optional[int]:
 
         return parquet.total_rows(files)
     return tfrecord.expected_records(list(files))
+
+
+PRIOR_BATCH = 16384
+
+
+def init_output_bias(built: base.BuiltModel, cfg: train_config.TrainingConfig, data_dir: str,
+                     train_files: Sequence[str], source: str = "auto",
+                     out=None) -> Dict[str, Any]:
+    """Applies ``training.output_bias_init`` before training and returns what was
+    set (``train_summary.json``'s ``output_bias``).
+
+    ``prior``: each task's output bias starts at its training positive rate's
+    log-odds (`label_stats.train_counts`: the manifest's counts, or one counting
+    pass), solved on one batch of ``PRIOR_BATCH`` training rows so that the
+    untrained model's mean prediction is the rate (`base.set_output_bias`).
+    ``zero``: the bias stays 0. A run resumed from its backup restores the trained
+    bias over this one.
+    """
+    if cfg.output_bias_init == "zero":
+        return {"init": "zero"}
+    import sys  # pylint: disable=g-import-not-at-top
+
+    counts = label_stats.train_counts(built.spec, data_dir, train_files, source=source,
+                                      out=out or sys.stderr)
+    rates = counts.rates()
+    features = next(iter(reader.make_dataset(built.spec, list(train_files), PRIOR_BATCH,
+                                             shuffle=True, seed=cfg.seed, repeat=False,
+                                             source=source)))[0]
+    values = base.set_output_bias(built, rates, features)
+    return {"init": "prior",
+            "rates": {t: (None if math.isnan(r) else r) for t, r in rates.items()},
+            "bias": {t: float(v) for t, v in zip(built.spec.task_names, values)}}
 
 
 def prepare(config, data_dir: str, model_dir: str, *,
@@ -519,8 +557,10 @@ def prepare(config, data_dir: str, model_dir: str, *,
         jit = resolve_jit(tcfg.jit_compile, strategy, emb_params,
                           dense_tables=xla_mode(tcfg) is True)
         model = compile_model(built, tcfg, jit)
+    bias = init_output_bias(built, tcfg, data_dir, train_files, source)
     report = None
     if warm_start_from:
+        # a warm start restores the source's trained output bias when it has one
         report = warm_start_lib.warm_start(built, warm_start_from)
 
     lookup = built.lookup
@@ -592,4 +632,4 @@ def prepare(config, data_dir: str, model_dir: str, *,
         train_data=train_data, validation_data=validation_data, epochs=tcfg.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_steps=tcfg.validation_steps or None, callbacks=callbacks,
-        nan_guard=nan_guard, warm_start=report)
+        nan_guard=nan_guard, warm_start=report, output_bias=bias)
