@@ -287,3 +287,27 @@ def test_cli_errors_name_paths(feed_model, feed_dir, tmp_path):
     shutil.rmtree(incomplete / "weights")
     out = _run("compare", f"--a={feed_model[0]}", f"--b={incomplete}", f"--data={feed_dir}")
     assert out.returncode == 2 and f"{incomplete}/weights/final.index is missing" in out.stderr
+
+
+def test_head_health_flags_measurable_cells_only():
+    from tfmdl import evaluation as ev  # pylint: disable=g-import-not-at-top
+
+    def cell(auc, cal, count, rate):
+        return {"auc": auc, "calibration": cal, "count": count, "pos_rate": rate}
+
+    table = {"a": {"ok": cell(0.7, 1.1, 10000, 0.02),          # 200 positives, healthy
+                   "dead": cell(0.41, 1e-7, 10000, 0.02),      # the collapse
+                   "hot": cell(0.8, 2.5, 10000, 0.02),
+                   "rare": cell(0.3, 0.0, 10000, 0.005)},      # 50 positives: not judged
+             "overall": {"ok": cell(0.2, 9.0, 20000, 0.02)}}   # pooled slice: skipped
+    health = ev.head_health(table)
+    assert health["checked"] == 3
+    bad = {c["task"]: c["why"] for c in health["unhealthy"]}
+    assert set(bad) == {"dead", "hot"}
+    assert "AUC 0.41 <= 0.5" in bad["dead"] and "calibration 1e-07 outside" in bad["dead"]
+    assert health["too_few_positives"] == [{"slice": "a", "task": "rare", "positives": 50}]
+    text = "\n".join(ev.format_health_markdown(health))
+    assert "2 of 3 cells with at least 100 positives look broken" in text
+    assert "a / rare (50)" in text
+    healthy = ev.head_health({"a": {"ok": table["a"]["ok"]}})
+    assert "All 1 cells" in "\n".join(ev.format_health_markdown(healthy))

@@ -276,6 +276,69 @@ def _has_metric(table: Mapping, metric: str) -> bool:
     return any(metric in values for per_task in table.values() for values in per_task.values())
 
 
+HEALTH_MIN_POSITIVES = 100
+HEALTH_CALIBRATION = (0.5, 2.0)
+
+
+def head_health(table: Mapping, min_positives: int = HEALTH_MIN_POSITIVES) -> Dict[str, Any]:
+    """Which scenario x task heads look broken (docs/training.md).
+
+    A cell with at least ``min_positives`` positives is *unhealthy* when its AUC
+    is at most 0.5 or its calibration (mean prediction / positive rate) is
+    outside `HEALTH_CALIBRATION`; a cell with fewer positives is listed as too
+    small to judge. The "overall" slice is left out (its cells pool the
+    scenarios). Returns ``{"min_positives", "checked", "unhealthy": [{slice,
+    task, positives, auc, calibration, why}], "too_few_positives": [{slice, task,
+    positives}]}``.
+    """
+    lo, hi = HEALTH_CALIBRATION
+    out: Dict[str, Any] = {"min_positives": min_positives, "checked": 0, "unhealthy": [],
+                           "too_few_positives": []}
+    for slice_name, tasks in table.items():
+        if slice_name == "overall":
+            continue
+        for task, m in tasks.items():
+            count, rate = m.get("count"), m.get("pos_rate")
+            positives = int(round(count * rate)) if count and rate is not None else 0
+            if positives < min_positives:
+                out["too_few_positives"].append({"slice": slice_name, "task": task,
+                                                 "positives": positives})
+                continue
+            out["checked"] += 1
+            auc, cal = m.get("auc"), m.get("calibration")
+            why = []
+            if auc is None or not auc > 0.5:
+                why.append(f"AUC {auc if auc is None else round(auc, 4)} <= 0.5")
+            if cal is None or not lo <= cal <= hi:
+                why.append(f"calibration {cal if cal is None else float(f'{cal:.4g}')} outside "
+                           f"[{lo}, {hi}]")
+            if why:
+                out["unhealthy"].append({"slice": slice_name, "task": task,
+                                         "positives": positives, "auc": auc,
+                                         "calibration": cal, "why": "; ".join(why)})
+    return out
+
+
+def format_health_markdown(health: Mapping) -> List[str]:
+    """The "Head health" section's lines."""
+    n = health["min_positives"]
+    lines = ["", "## Head health", ""]
+    if health["unhealthy"]:
+        lines.append(f"{len(health['unhealthy'])} of {health['checked']} cells with at "
+                     f"least {n} positives look broken:")
+        lines += [f"- {c['slice']} / {c['task']} ({c['positives']} positives): {c['why']}"
+                  for c in health["unhealthy"]]
+    else:
+        lines.append(f"All {health['checked']} cells with at least {n} positives have AUC "
+                     f"above 0.5 and calibration in [{HEALTH_CALIBRATION[0]}, "
+                     f"{HEALTH_CALIBRATION[1]}].")
+    if health["too_few_positives"]:
+        small = ", ".join(f"{c['slice']} / {c['task']} ({c['positives']})"
+                          for c in health["too_few_positives"])
+        lines.append(f"Too few positives to judge: {small}.")
+    return lines
+
+
 def format_report_markdown(report: Mapping) -> str:
     """The markdown of ``eval.md`` for an `evaluate` report."""
     table = report["metrics"]
@@ -302,6 +365,8 @@ def format_report_markdown(report: Mapping) -> str:
             else None
         lines += ["", f"## {title}", "",
                   metrics.format_table_markdown(table, metric=metric, oracle=ref)]
+    if report.get("health"):
+        lines += format_health_markdown(report["health"])
     return "\n".join(lines) + "\n"
 
 
@@ -338,6 +403,7 @@ def evaluate(model_dir: str, data_dir: str, split: str = "eval",
         "query_key": spec.query_key,
         "metrics": table,
     }
+    report["health"] = head_health(json_safe(table))
     oracle_report = _load_oracle(data_dir)
     if oracle_report is not None and oracle_report.get("oracle"):
         if split == "eval":
