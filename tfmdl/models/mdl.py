@@ -12,9 +12,13 @@ the shared output bias of every model, `tfmdl.models.base`).
 
 Head options (measured in docs/benchmarks.md, "MDL's rare-task heads"):
 
-* ``head_norm: true`` normalises ``U^L_k`` before the logits layer,
-  ``σ(w_k · LN(U^L_k) + b_k)`` (LayerNorm over ``d``, parameters shared by the
-  task tokens): the task tokens are an un-normalised residual stream.
+* ``head_norm: true`` (the default) normalises ``U^L_k`` before the logits
+  layer, ``σ(w_k · LN(U^L_k) + b_k)`` (LayerNorm over ``d``, parameters shared
+  by the task tokens): the task tokens are an un-normalised residual stream
+  (untrained logits with a std of about 1.5). On ``feed`` it raised the mean
+  AUC of the measurable cells from 0.674 to 0.682 on each of 3 seeds and the
+  worst calibration from 0.44-0.62 to 0.70; ``head_norm: false`` is the
+  paper's plain linear map.
 * ``head_hidden: h > 0`` reads the logits layer as a one-hidden-layer MLP per
   task, ``σ(w2_k · ReLU(W1_k U^L_k + b1_k) + b_k)`` with ``W1_k`` ``[d, h]``,
   which is an acceptable reading of the paper's "logits layer" too.
@@ -77,7 +81,7 @@ class MDLConfig:
     no_scenario_tokens: bool = False
     no_global_token: bool = False
     scenario_interaction: Literal["daa", "mixing"] = "daa"
-    head_norm: bool = False        # LayerNorm of U^L_k before the logits layer
+    head_norm: bool = True         # LayerNorm of U^L_k before the logits layer (issue 21)
     head_hidden: int = 0           # > 0: one-hidden-layer MLP per task as the logits layer
 
     def __post_init__(self):
