@@ -143,3 +143,19 @@ def test_race_batches_have_autotuning_off(feed_dir):
     x = {"a": np.arange(8)}
     ds, n = peer._batches(x, {"t": np.ones(8)}, {"t": np.ones(8)}, np.arange(8), 4)
     assert n == 2 and ds.options().autotune.enabled is False
+
+
+def test_deepctr_side_can_train_its_own_default_tables(feed_dir, monkeypatch):
+    """--deepctr_table_optimizer races tfmdl's tables against DeepCTR's defaults."""
+    seen = []
+    real = peer.deepctr_optimizer
+    monkeypatch.setattr(peer, "deepctr_optimizer",
+                        lambda model, opts: seen.append(opts) or real(model, opts))
+    result = peer.run("shared_bottom", feed_dir, train=1024, eval_examples=512,
+                      batch_size=128, warmup_steps=1, steps=1, rounds=1,
+                      table_optimizer="adagrad", deepctr_table_optimizer="adam",
+                      log=lambda _: None)
+    assert result["table_optimizer"] == "adagrad"
+    assert result["deepctr_table_optimizer"] == "adam"
+    (table, dense), = seen
+    assert table.name == "adam" and dense.name == "adam"

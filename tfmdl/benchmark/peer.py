@@ -26,7 +26,11 @@ faster ones): Adam on the dense weights and, on the embedding tables, Adam with
 the same learning rate (``table_optimizer="adam"``, the default: one optimiser
 for everything, as DeepCTR's examples train) or Adagrad with learning rate 0.05
 (``"adagrad"``: tfmdl's default split, the papers' sparse Adagrad; DeepCTR gets
-the same split through TFRS' CompositeOptimizer). tfmdl trains its ``core``
+the same split through TFRS' CompositeOptimizer), or ``"lazy_adam"`` / ``"sgd"``.
+``deepctr_table_optimizer`` gives DeepCTR other tables than tfmdl's, to race
+each library's defaults (tfmdl's Adagrad tables against DeepCTR's Adam on
+everything). tfmdl's output biases start at its default prior (`set_prior`);
+DeepCTR's start at 0, its default. tfmdl trains its ``core``
 model (looked-up row ids in, as DeepCTR takes ids) exactly as ``tfmdl train``
 does on one replica (`trainer.compile_model`): with XLA (``--jit_compile``) the
 whole step is compiled with dense table gradients when the tables use Adam, and
@@ -78,7 +82,8 @@ from tfmdl.pipelines import spec as spec_lib
 
 PEERS = ("mmoe", "ple", "shared_bottom")
 # embedding-table optimizers the race can use (the dense weights always get Adam)
-TABLE_OPTIMIZERS = {"adam": None, "adagrad": 0.05}   # name -> learning rate (None: --lr)
+# name -> learning rate (None: --lr)
+TABLE_OPTIMIZERS = {"adam": None, "adagrad": 0.05, "lazy_adam": None, "sgd": 0.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,11 +386,16 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
         batch_size: int = 1024, warmup_steps: int = 20, steps: int = 40, rounds: int = 3,
         learning_rate: float = 1e-3, jit_compile: bool = True, arch: Arch = Arch(),
         table_optimizer: str = "adam", seed: int = 0,
+        deepctr_table_optimizer: Optional[str] = None,
         log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Races tfmdl's and DeepCTR's ``model`` (module docstring); returns the result."""
     if model not in PEERS:
         raise ValueError(f"--model: {model!r} has no DeepCTR peer; choose one of {PEERS}.")
     optimizers = optimizer_configs(table_optimizer, learning_rate)
+    # DeepCTR's side: the same tables by default; another optimizer (e.g. "adam",
+    # DeepCTR's out-of-the-box Adam on every weight) compares each library's defaults
+    peer_optimizers = optimizers if deepctr_table_optimizer in (None, table_optimizer) \
+        else optimizer_configs(deepctr_table_optimizer, learning_rate)
     spec = peer_spec(spec_lib.load_spec(data_dir))
     keras.utils.set_random_seed(seed)
     built: base.BuiltModel = registry.get(model).build(spec, tfmdl_params(model, arch))
@@ -396,7 +406,7 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
     compile_tfmdl(built, optimizers, jit_compile)
     set_prior(built, train_data)
     peer = build_deepctr(model, spec, arch, seed)
-    peer.compile(optimizer=deepctr_optimizer(peer, optimizers),
+    peer.compile(optimizer=deepctr_optimizer(peer, peer_optimizers),
                  loss=["binary_crossentropy"] * len(tasks))
     sides = [
         Side("tfmdl", built.core, train_data.ids, eval_data.ids, built.core.count_params()),
@@ -446,6 +456,7 @@ def run(model: str, data_dir: str, *, train: int = 100_000, eval_examples: int =
     return {
         "model": model, "arch": dataclasses.asdict(arch), "batch_size": batch_size,
         "table_optimizer": table_optimizer,
+        "deepctr_table_optimizer": deepctr_table_optimizer or table_optimizer,
         "train_examples": len(train_data), "eval_examples": len(eval_data),
         "jit_compile": jit_compile, "steps_trained": sides[0].steps,
         "matmul": {"flops_per_example": flops, "rate": float(np.median(rates)),

@@ -309,9 +309,15 @@ DeepCTR and both models' AUC per task after the same number of steps."""
         flags.DEFINE_integer("rounds", 4, "alternating timed rounds", flag_values=fv)
         flags.DEFINE_enum("jit_compile", "on", ["on", "off"], "XLA for the tfmdl model",
                           flag_values=fv)
-        flags.DEFINE_enum("table_optimizer", "adam", ["adam", "adagrad"],
+        flags.DEFINE_enum("table_optimizer", "adam", ["adam", "adagrad", "lazy_adam", "sgd"],
                           "embedding-table optimizer of both sides (dense weights: Adam); "
-                          "adagrad = tfmdl's default split, lr 0.05", flag_values=fv)
+                          "adagrad = tfmdl's default split, lr 0.05; sgd lr 0.5",
+                          flag_values=fv)
+        flags.DEFINE_enum("deepctr_table_optimizer", None,
+                          ["adam", "adagrad", "lazy_adam", "sgd"],
+                          "DeepCTR's table optimizer when it differs from --table_optimizer "
+                          "(adam: DeepCTR's out-of-the-box Adam on every weight, to race "
+                          "each library's defaults)", flag_values=fv)
         flags.DEFINE_string("json", None, "also write the result as JSON here", flag_values=fv)
 
     def run(self, fv):
@@ -321,14 +327,17 @@ DeepCTR and both models' AUC per task after the same number of steps."""
         print(f"tfmdl benchmark peer --model={fv.model} --data={fv.data} --train={fv.train} "
               f"--eval={fv.eval} --batch_size={fv.batch_size} --warmup={fv.warmup} "
               f"--steps={fv.steps} --rounds={fv.rounds} --jit_compile={fv.jit_compile} "
-              f"--table_optimizer={fv.table_optimizer}")
+              f"--table_optimizer={fv.table_optimizer}"
+              + (f" --deepctr_table_optimizer={fv.deepctr_table_optimizer}"
+                 if fv.deepctr_table_optimizer else ""))
         print(machine_line())
         try:
             result = peer.run(fv.model, fv.data, train=fv.train, eval_examples=fv.eval,
                               batch_size=fv.batch_size, warmup_steps=fv.warmup,
                               steps=fv.steps, rounds=fv.rounds,
                               jit_compile=fv.jit_compile == "on",
-                              table_optimizer=fv.table_optimizer)
+                              table_optimizer=fv.table_optimizer,
+                              deepctr_table_optimizer=fv.deepctr_table_optimizer)
         except (ValueError, ImportError) as exc:
             sys.stderr.write(f"tfmdl benchmark peer: {exc}\n")
             return 2

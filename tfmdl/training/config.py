@@ -57,6 +57,10 @@ class TrainingConfig:
     jit_compile: Literal["auto", "on", "off"] = "auto"
     mixed_precision: Literal["off", "mixed_bfloat16"] = "off"
     shuffle_buffer: int = 10_000
+    # the buffer holds at least this many records for shards not known to be in
+    # random order (sorted by user or time; tfmdl.pipelines.reader); 0: exactly
+    # shuffle_buffer
+    shuffle_floor: int = 200_000
     seed: int = 0
     validate: bool = True            # evaluate the eval split after every epoch
     validation_steps: int = 0        # 0: the whole eval split
@@ -75,7 +79,7 @@ class TrainingConfig:
                     "backup_every_steps", "log_every_steps"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}.")
-        for key in ("steps", "validation_steps", "checkpoint_every_steps"):
+        for key in ("steps", "validation_steps", "checkpoint_every_steps", "shuffle_floor"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}.")
         for task, w in self.loss_weights.items():

@@ -568,7 +568,8 @@ def prepare(config, data_dir: str, model_dir: str, *,
     def dataset(split, files, ctx=None, training=True):
         ds = reader.make_dataset(
             spec, files, tcfg.batch_size, shuffle=training, seed=tcfg.seed,
-            shuffle_buffer=tcfg.shuffle_buffer, repeat=True if (training and (ps or tcfg.steps))
+            shuffle_buffer=tcfg.shuffle_buffer, shuffle_floor=tcfg.shuffle_floor,
+            repeat=True if (training and (ps or tcfg.steps))
             else False, drop_remainder=jit, input_context=ctx, num_workers=_num_workers(),
             source=source)
         if jit:
