@@ -71,6 +71,11 @@ az:// URLs (both need the io extra, docs/io.md)."""
                                   source=fv.source)
             if run.warm_start is not None:
                 print(run.warm_start.summary(), flush=True)
+            bias = run.output_bias or {}
+            if bias.get("init") == "prior":
+                rates = ", ".join(f"{t} {r:.3%}" for t, r in bias["rates"].items()
+                                  if r is not None)
+                print(f"output bias: each task's base rate ({rates})", flush=True)
             print(f"training {run.config.model} on {fv.data} -> {fv.model_dir} "
                   f"(strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} "
                   f"replica(s), XLA {'on' if run.jit_compile else 'off'})", flush=True)
