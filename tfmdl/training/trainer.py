@@ -560,7 +560,7 @@ def prepare(config, data_dir: str, model_dir: str, *,
     bias = init_output_bias(built, tcfg, data_dir, train_files, source)
     report = None
     if warm_start_from:
-        # a warm start restores the source's trained output bias when it has one
+        # the output bias is outside the warm start's scope: the prior stays
         report = warm_start_lib.warm_start(built, warm_start_from)
 
     lookup = built.lookup
