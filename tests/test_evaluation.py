@@ -16,6 +16,7 @@ from tfmdl import evaluation
 from tfmdl import metrics
 from tfmdl import models
 from tfmdl.models import experiment
+from tfmdl.pipelines import label_stats
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.training import model_dir
@@ -118,9 +119,9 @@ def test_missing_labels_read_as_minus_one(feed_model, feed_dir, tmp_path):
 
 def test_multi_valued_scenarios_become_multi_hot():
     ids = np.array([[0, 2, -1], [1, -1, -1], [2, 1, 0]])
-    np.testing.assert_array_equal(evaluation._multi_hot(ids, 3),
+    np.testing.assert_array_equal(label_stats.multi_hot(ids, 3),
                                   [[1, 0, 1], [0, 1, 0], [1, 1, 1]])
-    np.testing.assert_array_equal(evaluation._multi_hot(np.array([1, 0]), 2), [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(label_stats.multi_hot(np.array([1, 0]), 2), [[0, 1], [1, 0]])
 
 
 # --------------------------------------------------------------------------- #

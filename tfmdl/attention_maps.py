@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfmdl.pipelines import label_stats
 from tfmdl.pipelines import reader
 
 _KEY = re.compile(r"layer_(\d+)/(scenario|task)$")
@@ -41,16 +42,6 @@ def attention_keys(built) -> Dict[int, Dict[str, str]]:
         match = _KEY.match(name)
         if match:
             out.setdefault(int(match.group(1)), {})[match.group(2)] = name
-    return out
-
-
-def _multi_hot(scen: np.ndarray, num: int) -> np.ndarray:
-    scen = np.asarray(scen)
-    if scen.ndim == 1:
-        scen = scen[:, None]
-    out = np.zeros((scen.shape[0], num), dtype=np.float64)
-    rows, cols = np.nonzero(scen >= 0)
-    out[rows, scen[rows, cols]] = 1.0
     return out
 
 
@@ -100,7 +91,7 @@ def average_attention(built, data: str, split: str = "eval", batch_size: int = 1
     seen = 0
     for features, _, _ in reader.iterate(ds, files):
         inputs = {k: features[k] for k in input_names}
-        member = _multi_hot(features[scen.feature].numpy(), S)
+        member = label_stats.multi_hot(features[scen.feature].numpy(), S, np.float64)
         if max_examples is not None and seen + member.shape[0] > max_examples:
             keep = max_examples - seen
             inputs = {k: v[:keep] for k, v in inputs.items()}

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from tfmdl import metrics
 from tfmdl.pipelines import filesystems
+from tfmdl.pipelines import label_stats
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
@@ -96,17 +97,6 @@ def _resolve_data(data: Union[str, Sequence[str]], split: str,
     return reader.resolve_files(data, split, source)
 
 
-def _multi_hot(scen: np.ndarray, num: int) -> np.ndarray:
-    """``[B]`` ids or ``[B, S]`` ids padded with -1 -> ``[B, S]`` int8 multi-hot."""
-    scen = np.asarray(scen)
-    out = np.zeros((scen.shape[0], num), dtype=np.int8)
-    if scen.ndim == 1:
-        scen = scen[:, None]
-    rows, cols = np.nonzero(scen >= 0)
-    out[rows, scen[rows, cols]] = 1
-    return out
-
-
 def _key_values(tensor) -> np.ndarray:
     values = tensor.numpy()
     return values.reshape(values.shape[0])
@@ -152,7 +142,7 @@ def predict(built, spec: spec_lib.FeatureSpec, data: Union[str, Sequence[str]],
         w = np.stack([batch_weights[t].numpy() for t in tasks], axis=1)
         y[w <= 0] = metrics.MISSING_LABEL
         labels.append(y)
-        scenarios.append(_multi_hot(features[scen.feature].numpy(), scen.count))
+        scenarios.append(label_stats.multi_hot(features[scen.feature].numpy(), scen.count))
         if spec.user_key:
             users.append(_key_values(features[spec.user_key]))
         if spec.query_key:

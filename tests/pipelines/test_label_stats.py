@@ -59,3 +59,11 @@ def test_counting_pass_matches_the_labels_read_back(feed_dir):
                                           for t in spec.task_names}
     # single-valued scenario: each row in one cell, so the cells add up to the task
     np.testing.assert_array_equal(counted.cell_positives.sum(axis=0), counted.positives)
+
+
+def test_multi_hot_of_ids_and_of_padded_multi_valued_ids():
+    np.testing.assert_array_equal(label_stats.multi_hot(np.array([1, 0]), 3),
+                                  [[0, 1, 0], [1, 0, 0]])
+    got = label_stats.multi_hot(np.array([[0, 2], [1, -1]]), 3, np.float64)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [[1, 0, 1], [0, 1, 0]])

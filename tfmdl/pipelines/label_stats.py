@@ -31,6 +31,18 @@ import numpy as np
 MANIFEST_KEY = "label_counts"
 
 
+def multi_hot(ids: np.ndarray, num: int, dtype=np.int8) -> np.ndarray:
+    """Scenario ids -> ``[n, num]`` membership: ``[n]`` ids, or ``[n, S]`` ids
+    padded with -1 (a multi-valued scenario field as the reader yields it)."""
+    ids = np.asarray(ids)
+    out = np.zeros((ids.shape[0], num), dtype=dtype)
+    if ids.ndim == 1:
+        ids = ids[:, None]
+    rows, cols = np.nonzero(ids >= 0)
+    out[rows, ids[rows, cols]] = 1
+    return out
+
+
 class LabelCounts:
     """Running positive/negative counts per task and per (scenario, task) cell."""
 
@@ -58,10 +70,8 @@ class LabelCounts:
             raise ValueError(f"labels must be [n, {K}] (one column per task), "
                              f"got shape {labels.shape}.")
         scenarios = np.asarray(scenarios)
-        S = len(self.scenario_names)
         if scenarios.ndim == 1:
-            mask = np.zeros((n, S), np.int64)
-            mask[np.arange(n), scenarios.astype(np.int64)] = 1
+            mask = multi_hot(scenarios.astype(np.int64), len(self.scenario_names), np.int64)
         else:
             mask = (scenarios > 0).astype(np.int64)
         pos = (labels == 1).astype(np.int64)
@@ -151,12 +161,7 @@ def count_files(spec, files: Sequence[str], *, source: str = "auto", batch_size:
         w = np.stack([weights[t].numpy() for t in spec.task_names], axis=1)
         y = np.where(w > 0, y, -1).astype(np.int64)
         ids = features[scen.feature].numpy()
-        if scen.multi_valued:
-            member = np.zeros((len(ids), scen.count), np.int64)
-            rows, cols = np.nonzero(ids >= 0)
-            member[rows, ids[rows, cols]] = 1
-            ids = member
-        counts.add(y, ids)
+        counts.add(y, multi_hot(ids, scen.count) if scen.multi_valued else ids)
         now = time.perf_counter()
         if out is not None and now - last >= progress_every:
             last = now
