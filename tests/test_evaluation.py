@@ -299,16 +299,20 @@ def test_head_health_flags_measurable_cells_only():
     table = {"a": {"ok": cell(0.7, 1.1, 10000, 0.02),          # 200 positives, healthy
                    "dead": cell(0.41, 1e-7, 10000, 0.02),      # the collapse
                    "hot": cell(0.8, 2.5, 10000, 0.02),
+                   # 200 positives: the 95% half-width is about 0.04, so 0.53 is noise
+                   "noise": cell(0.53, 1.0, 10000, 0.02),
                    "rare": cell(0.3, 0.0, 10000, 0.005)},      # 50 positives: not judged
              "overall": {"ok": cell(0.2, 9.0, 20000, 0.02)}}   # pooled slice: skipped
     health = ev.head_health(table)
-    assert health["checked"] == 3
+    assert health["checked"] == 4
     bad = {c["task"]: c["why"] for c in health["unhealthy"]}
-    assert set(bad) == {"dead", "hot"}
-    assert "AUC 0.41 <= 0.5" in bad["dead"] and "calibration 1e-07 outside" in bad["dead"]
+    assert set(bad) == {"dead", "hot", "noise"}
+    assert "AUC 0.41 does not clear 0.5" in bad["dead"]
+    assert "calibration 1e-07 outside" in bad["dead"]
+    assert "calibration" not in bad["noise"] and "half-width 0.04" in bad["noise"]
     assert health["too_few_positives"] == [{"slice": "a", "task": "rare", "positives": 50}]
     text = "\n".join(ev.format_health_markdown(health))
-    assert "2 of 3 cells with at least 100 positives look broken" in text
+    assert "3 of 4 cells with at least 100 positives look broken" in text
     assert "a / rare (50)" in text
     healthy = ev.head_health({"a": {"ok": table["a"]["ok"]}})
     assert "All 1 cells" in "\n".join(ev.format_health_markdown(healthy))

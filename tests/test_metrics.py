@@ -80,6 +80,26 @@ def test_auc_simple_values():
     assert metrics.auc([1, 0, 0], [0.5, 0.2, 0.5]) == 0.75
 
 
+def test_auc_half_width_matches_hanley_mcneil_and_a_bootstrap():
+    # by hand: A=0.8, Q1=2/3, Q2=0.64/0.9, 50 / 50:
+    # se^2 = (0.16 + 49 * 0.02667 + 49 * 0.07111) / 2500 = 0.0019804
+    se = metrics.auc_half_width(0.8, 50, 50, z=1.0)
+    assert se == pytest.approx(0.044502, abs=2e-6)
+    assert metrics.auc_half_width(0.8, 50, 50) == pytest.approx(1.96 * se)
+    # against a bootstrap of a real score: the spread agrees within 15%
+    rng = np.random.default_rng(0)
+    labels = (rng.random(4000) < 0.05).astype(np.float32)
+    preds = rng.normal(size=4000) + 0.8 * labels
+    a = metrics.auc(labels, preds)
+    reps = [metrics.auc(labels[i], preds[i])
+            for i in (rng.integers(0, 4000, 4000) for _ in range(300))]
+    n1 = int(labels.sum())
+    assert metrics.auc_half_width(a, n1, 4000 - n1, z=1.0) == pytest.approx(np.std(reps),
+                                                                            rel=0.15)
+    assert math.isnan(metrics.auc_half_width(0.7, 0, 10))
+    assert math.isnan(metrics.auc_half_width(float("nan"), 10, 10))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_gauc_matches_per_group_loop(seed):
     labels, preds = random_data(seed, n=200)

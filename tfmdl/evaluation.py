@@ -271,15 +271,16 @@ HEALTH_CALIBRATION = (0.5, 2.0)
 
 
 def head_health(table: Mapping, min_positives: int = HEALTH_MIN_POSITIVES) -> Dict[str, Any]:
-    """Which scenario x task heads look broken (docs/training.md).
+    """Which scenario x task heads look broken (docs/training.md, "Head health").
 
     A cell with at least ``min_positives`` positives is *unhealthy* when its AUC
-    is at most 0.5 or its calibration (mean prediction / positive rate) is
-    outside `HEALTH_CALIBRATION`; a cell with fewer positives is listed as too
-    small to judge. The "overall" slice is left out (its cells pool the
-    scenarios). Returns ``{"min_positives", "checked", "unhealthy": [{slice,
-    task, positives, auc, calibration, why}], "too_few_positives": [{slice, task,
-    positives}]}``.
+    does not clear 0.5 by more than its 95% half-width (`metrics.auc_half_width`)
+    or its calibration (mean prediction / positive rate) is outside
+    `HEALTH_CALIBRATION`; a cell with fewer positives is listed as too small to
+    judge. The "overall" slice is left out (its cells pool the scenarios).
+    Returns ``{"min_positives", "checked", "unhealthy": [{slice, task,
+    positives, auc, half_width, calibration, why}], "too_few_positives":
+    [{slice, task, positives}]}``.
     """
     lo, hi = HEALTH_CALIBRATION
     out: Dict[str, Any] = {"min_positives": min_positives, "checked": 0, "unhealthy": [],
@@ -296,16 +297,20 @@ def head_health(table: Mapping, min_positives: int = HEALTH_MIN_POSITIVES) -> Di
                 continue
             out["checked"] += 1
             auc, cal = m.get("auc"), m.get("calibration")
+            half = (metrics.auc_half_width(auc, positives, int(count) - positives)
+                    if auc is not None else float("nan"))
             why = []
-            if auc is None or not auc > 0.5:
-                why.append(f"AUC {auc if auc is None else round(auc, 4)} <= 0.5")
+            if auc is None or not auc - 0.5 > half:
+                why.append(f"AUC {auc if auc is None else round(auc, 4)} does not clear 0.5 "
+                           f"by its 95% half-width {half:.4f}")
             if cal is None or not lo <= cal <= hi:
                 why.append(f"calibration {cal if cal is None else float(f'{cal:.4g}')} outside "
                            f"[{lo}, {hi}]")
             if why:
                 out["unhealthy"].append({"slice": slice_name, "task": task,
                                          "positives": positives, "auc": auc,
-                                         "calibration": cal, "why": "; ".join(why)})
+                                         "half_width": half, "calibration": cal,
+                                         "why": "; ".join(why)})
     return out
 
 
@@ -319,8 +324,8 @@ def format_health_markdown(health: Mapping) -> List[str]:
         lines += [f"- {c['slice']} / {c['task']} ({c['positives']} positives): {c['why']}"
                   for c in health["unhealthy"]]
     else:
-        lines.append(f"All {health['checked']} cells with at least {n} positives have AUC "
-                     f"above 0.5 and calibration in [{HEALTH_CALIBRATION[0]}, "
+        lines.append(f"All {health['checked']} cells with at least {n} positives have an AUC "
+                     f"above 0.5 by more than its 95% half-width and calibration in [{HEALTH_CALIBRATION[0]}, "
                      f"{HEALTH_CALIBRATION[1]}].")
     if health["too_few_positives"]:
         small = ", ".join(f"{c['slice']} / {c['task']} ({c['positives']})"

@@ -29,6 +29,7 @@ __all__ = [
     "gauc",
     "logloss",
     "paired_bootstrap_auc",
+    "auc_half_width",
     "pos_rate",
     "positive_rate",
     "qauc",
@@ -390,6 +391,27 @@ def calibration(labels, preds, mask=None) -> float:
     if rate == 0:
         return float("nan")
     return float(np.mean(p) / rate)
+
+
+def auc_half_width(auc_value: float, positives: int, negatives: int,
+                   z: float = 1.96) -> float:
+    """Half-width of the normal confidence interval of an AUC (95% for z=1.96).
+
+    The standard error is Hanley & McNeil's (1982) closed form, with
+    ``Q1 = A / (2 - A)`` and ``Q2 = 2A^2 / (1 + A)``:
+    ``se^2 = (A(1 - A) + (n1 - 1)(Q1 - A^2) + (n0 - 1)(Q2 - A^2)) / (n1 n0)``
+    for ``n1`` positives and ``n0`` negatives: the bootstrap's answer without
+    resampling (docs/training.md, "Head health").
+
+    Returns:
+        ``z * se``, or nan without positives, negatives or a finite AUC.
+    """
+    a, n1, n0 = float(auc_value), int(positives), int(negatives)
+    if not np.isfinite(a) or n1 < 1 or n0 < 1:
+        return float("nan")
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+    return float(z * np.sqrt(max(var, 0.0)))
 
 
 # --------------------------------------------------------------------------- #
