@@ -129,6 +129,26 @@ def test_seeded_shuffle_is_deterministic_and_complete(tmp_path):
     assert sorted(exact["uid"].tolist()) == list(range(300))
 
 
+def test_holdout_splits_every_file_the_same_way_whatever_the_order(tmp_path):
+    _write(tmp_path, 2000, shards=3)
+
+    def uids(side, **kw):
+        f, _, _ = _read_all(reader.make_dataset(SPEC, str(tmp_path), 64, split="train",
+                                                holdout=(side, 0.2), **kw))
+        return f["uid"].tolist()
+
+    taken, kept = uids("take", shuffle=False), uids("keep", shuffle=False)
+    assert sorted(taken + kept) == list(range(2000))          # disjoint and complete
+    assert 300 < len(taken) < 500                               # about 20%
+    # the split follows the record, not the order, the seed or the shuffle
+    assert sorted(uids("take", seed=1, shuffle_block=4)) == sorted(taken)
+    assert sorted(uids("keep", seed=9)) == sorted(kept)
+    with pytest.raises(ValueError, match="holdout must be"):
+        reader.make_dataset(SPEC, str(tmp_path), 64, split="train", holdout=("take", 1.0))
+    with pytest.raises(ValueError, match="holdout must be"):
+        reader.make_dataset(SPEC, str(tmp_path), 64, split="train", holdout=("skip", 0.1))
+
+
 def test_repeat_cache_and_drop_remainder(tmp_path):
     _write(tmp_path, 10)
     ds = reader.make_dataset(SPEC, str(tmp_path), 4, split="train", shuffle=False, repeat=2,

@@ -63,6 +63,38 @@ def test_python_api_with_plain_model_fit(feed_dir, tmp_path):
                                run.built.model(f)["like"].numpy(), rtol=1e-5)
 
 
+def test_validation_fraction_validates_on_held_out_training_rows(feed_dir, tmp_path):
+    run = trainer.prepare(_config(tmp_path, epochs=2, jit_compile="off",
+                                  validation_fraction=0.25,
+                                  early_stopping={"metric": "val_loss", "patience": 1}),
+                          feed_dir, str(tmp_path / "m"))
+
+    def count(ds):
+        return sum(int(f["user_id"].shape[0]) for f, _, _ in ds)
+
+    n_train, n_val = count(run.train_data), count(run.validation_data)
+    assert n_train + n_val == 4000 and 800 < n_val < 1200   # the training split, not eval
+    history = run.fit(verbose=0)
+    assert len(history.history["val_loss"]) >= 1
+    resolved = yaml.safe_load(open(os.path.join(str(tmp_path / "m"), "config.yaml")))
+    assert resolved["training"]["validation_fraction"] == 0.25
+    with pytest.raises(Exception, match="validation_fraction must be in"):
+        trainer.prepare(_config(tmp_path, validation_fraction=1.5), feed_dir,
+                        str(tmp_path / "m2"))
+
+
+def test_adagrad_initial_accumulator_reaches_the_optimizer():
+    from tfmdl.training import config as train_config  # pylint: disable=g-import-not-at-top
+
+    opt = trainer.make_optimizer(train_config.OptimizerConfig(name="adagrad",
+                                                              initial_accumulator=0.01))
+    assert opt.get_config()["initial_accumulator_value"] == pytest.approx(0.01)
+    default = trainer.make_optimizer(train_config.OptimizerConfig(name="adagrad"))
+    assert default.get_config()["initial_accumulator_value"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="initial_accumulator must be positive"):
+        train_config.OptimizerConfig(name="adagrad", initial_accumulator=0)
+
+
 def test_split_optimizer_puts_tables_on_adagrad(feed_dir, tmp_path):
     run = trainer.prepare(_config(tmp_path, steps=2, jit_compile="off"), feed_dir,
                           str(tmp_path / "m"))

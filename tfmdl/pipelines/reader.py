@@ -50,6 +50,15 @@ user, a 1,024-row batch holds about 240 distinct users instead of 1,000 (32
 blocks of a few users each); ``shuffle_block=1`` removes that at the cost of
 throughput. Measurements: docs/benchmarks.md, "Row order (issue 21)".
 
+Held-out validation rows: ``holdout=("keep" | "take", fraction)`` splits every
+file's records by a fingerprint of the serialized record
+(``tf.strings.to_hash_bucket_fast`` into `HOLDOUT_BUCKETS` buckets): "take" yields
+the records whose bucket is below ``fraction x HOLDOUT_BUCKETS``, "keep" the rest.
+The split depends on the record's bytes only, not on file order, shuffling,
+sharding or the epoch, so a validation set carved from the training files
+(``training.validation_fraction``, docs/training.md) never meets the rows trained
+on. TFRecord only.
+
 Sources: ``source="parquet"`` (or ``"auto"`` on Parquet files) streams Parquet
 files through tensorflow-io into the same batches instead (`tfmdl.pipelines.parquet`,
 the ``io`` extra); the file shuffle, interleave, block shuffle and batching are
@@ -284,6 +293,7 @@ def labels_and_weights(spec: spec_lib.FeatureSpec, raw: Dict[str, tf.Tensor]
 class PipelineOptions:
     """The pipeline options `make_dataset` shares between its sources."""
     batch_size: int
+    holdout: Optional[Tuple[str, float]] = None
     shuffle: bool = True
     seed: Optional[int] = None
     shuffle_buffer: int = 10_000
@@ -328,7 +338,8 @@ def make_dataset(spec: spec_lib.FeatureSpec,
                  compression: Optional[str] = "auto",
                  num_workers: Optional[int] = None,
                  source: str = "auto",
-                 shuffle_floor: int = SHUFFLE_FLOOR) -> tf.data.Dataset:
+                 shuffle_floor: int = SHUFFLE_FLOOR,
+                 holdout: Optional[Tuple[str, float]] = None) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline described in the module docstring.
 
     Args:
@@ -364,6 +375,9 @@ def make_dataset(spec: spec_lib.FeatureSpec,
         the shuffle buffer holds at least this many records, so shards sorted
         by user or time are still mixed (module docstring, "How much this
         mixes"); 0 uses ``shuffle_buffer`` as given.
+      holdout: ``("take" | "keep", fraction)``: only the held-out fraction of
+        the records, or only the others (module docstring, "Held-out
+        validation rows"); None reads every record.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -373,8 +387,13 @@ def make_dataset(spec: spec_lib.FeatureSpec,
         raise ValueError(f"shuffle_buffer must be positive, got {shuffle_buffer}.")
     if shuffle_floor < 0:
         raise ValueError(f"shuffle_floor must be >= 0, got {shuffle_floor}.")
+    check_holdout(holdout)
     files = resolve_files(pattern, split, source)
     kind = source_of(files, source)
+    if holdout is not None and kind != TFRECORD:
+        raise DataError(f"{pattern}: a held-out validation fraction needs TFRecord shards "
+                        f"(these are {kind}); convert them with `tfmdl data convert`, or "
+                        f"validate on the eval split (training.validation_fraction: 0).")
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         files = _shard_files(files, input_context, pattern)
@@ -384,7 +403,7 @@ def make_dataset(spec: spec_lib.FeatureSpec,
     options = PipelineOptions(
         batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
         shuffle_block=shuffle_block, repeat=repeat, cache=cache, drop_remainder=drop_remainder,
-        ignore_errors=ignore_errors, cycle_length=cycle_length, num_workers=num_workers)
+        ignore_errors=ignore_errors, holdout=holdout, cycle_length=cycle_length, num_workers=num_workers)
     if kind == PARQUET:
         from tfmdl.pipelines import parquet  # pylint: disable=g-import-not-at-top
 
@@ -412,6 +431,35 @@ def _shard_files(files: List[str], ctx: tf.distribute.InputContext, pattern) -> 
     return files[ctx.input_pipeline_id::ctx.num_input_pipelines]
 
 
+HOLDOUT_BUCKETS = 10_000
+HOLDOUT_SIDES = ("take", "keep")
+
+
+def check_holdout(holdout: Optional[Tuple[str, float]]) -> None:
+    """Raises ValueError unless ``holdout`` is None or ``(side, fraction)`` with
+    side in `HOLDOUT_SIDES` and 0 < fraction < 1."""
+    if holdout is None:
+        return
+    side, fraction = holdout
+    if side not in HOLDOUT_SIDES or not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"holdout must be ('take' or 'keep', a fraction in (0, 1)), got "
+                         f"{holdout!r}.")
+
+
+def holdout_predicate(side: str, fraction: float) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``record -> bool``: whether a serialized record is on ``side`` of the
+    held-out ``fraction`` (module docstring, "Held-out validation rows")."""
+    check_holdout((side, fraction))
+    cut = int(round(float(fraction) * HOLDOUT_BUCKETS))
+    take = side == "take"
+
+    def predicate(record):
+        held_out = tf.strings.to_hash_bucket_fast(record, HOLDOUT_BUCKETS) < cut
+        return held_out if take else tf.logical_not(held_out)
+
+    return predicate
+
+
 def _tfrecord_units(files: List[str], options: PipelineOptions,
                     compression: Optional[str]) -> tf.data.Dataset:
     """Interleaved shuffle units: blocks of ``options.block`` records of one file
@@ -423,6 +471,8 @@ def _tfrecord_units(files: List[str], options: PipelineOptions,
                                           buffer_size=1 << 20)
         if options.ignore_errors:
             records = records.apply(tf.data.experimental.ignore_errors(log_warning=True))
+        if options.holdout is not None:
+            records = records.filter(holdout_predicate(*options.holdout))
         return records.batch(block) if block > 1 else records
 
     return interleave_files(tf.data.Dataset.from_tensor_slices(files), read_file, options,

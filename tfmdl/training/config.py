@@ -9,6 +9,7 @@
       jit_compile: auto       # auto | on | off
       mixed_precision: "off"  # or mixed_bfloat16
       early_stopping: {metric: val_like_auc, patience: 2}
+      validation_fraction: 0.1  # validate on 10% of the training rows, not the eval split
       output_bias_init: prior # or zero (docs/training.md, "Output-bias prior")
 """
 
@@ -29,8 +30,12 @@ class OptimizerConfig:
     decay_rate: float = 0.5          # exponential: lr * decay_rate^(step / decay_steps)
     warmup_steps: int = 0            # linear warm-up before the schedule
     clipnorm: Optional[float] = None
+    initial_accumulator: float = 0.1  # adagrad only: each squared-gradient sum's start
 
     def __post_init__(self):
+        if self.initial_accumulator <= 0:
+            raise ValueError(f"initial_accumulator must be positive, got "
+                             f"{self.initial_accumulator}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.decay_steps <= 0 or self.warmup_steps < 0:
@@ -63,7 +68,11 @@ class TrainingConfig:
     shuffle_floor: int = 200_000
     seed: int = 0
     validate: bool = True            # evaluate the eval split after every epoch
-    validation_steps: int = 0        # 0: the whole eval split
+    validation_steps: int = 0        # 0: the whole validation set
+    # > 0: validate on this fraction of the training records, held out from
+    # training (a fingerprint of each record decides; tfmdl.pipelines.reader),
+    # instead of on the eval split, which then stays unseen until `evaluate`
+    validation_fraction: float = 0.0
     checkpoint_every_steps: int = 0  # 0: a checkpoint per epoch
     backup_every_steps: int = 200    # BackupAndRestore frequency (for resuming)
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
@@ -82,6 +91,9 @@ class TrainingConfig:
         for key in ("steps", "validation_steps", "checkpoint_every_steps", "shuffle_floor"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}.")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got "
+                             f"{self.validation_fraction}.")
         for task, w in self.loss_weights.items():
             if not isinstance(w, (int, float)) or w < 0:
                 raise ValueError(f"loss_weights.{task} must be a non-negative number, got {w!r}.")

@@ -238,6 +238,8 @@ def make_optimizer(cfg: train_config.OptimizerConfig):
     kwargs = {"learning_rate": _schedule(cfg)}
     if cfg.clipnorm:
         kwargs["clipnorm"] = cfg.clipnorm
+    if cfg.name == "adagrad":
+        kwargs["initial_accumulator_value"] = cfg.initial_accumulator
     return cls(**kwargs)
 
 
@@ -282,7 +284,7 @@ def split_optimizer(built: base.BuiltModel, cfg: train_config.TrainingConfig,
     dense_opt = make_optimizer(cfg.dense_optimizer)
     if not emb:
         return dense_opt
-    cls = _DenseGradientComposite if dense_gradients else tfrs.experimental.optimizers.CompositeOptimizer
+    cls = DenseGradientComposite if dense_gradients else tfrs.experimental.optimizers.CompositeOptimizer
     return cls([
         (make_optimizer(cfg.embedding_optimizer), lambda: base.embedding_weights(model)),
         (dense_opt, lambda: [v for v in model.trainable_variables if v.ref() not in emb_refs]),
@@ -305,7 +307,9 @@ def _dense_gradient_composite():
     return DenseGradientComposite
 
 
-def _DenseGradientComposite(optimizers_and_vars):  # pylint: disable=invalid-name
+def DenseGradientComposite(optimizers_and_vars):  # pylint: disable=invalid-name
+    """TFRS' CompositeOptimizer over ``[(optimizer, variables_fn), ...]`` that
+    applies IndexedSlices gradients as dense tensors (`split_optimizer`)."""
     return _dense_gradient_composite()(optimizers_and_vars)
 
 
@@ -536,7 +540,8 @@ def prepare(config, data_dir: str, model_dir: str, *,
                 f"{config_lib.suggest(task, spec.task_names)}")
     train_files = reader.resolve_files(data_dir, "train", source)
     eval_files = None
-    if tcfg.validate:
+    holdout = tcfg.validation_fraction or None
+    if tcfg.validate and not holdout:
         try:
             eval_files = reader.resolve_files(data_dir, "eval", source)
         except reader.DataError:
@@ -565,9 +570,10 @@ def prepare(config, data_dir: str, model_dir: str, *,
 
     lookup = built.lookup
 
-    def dataset(split, files, ctx=None, training=True):
+    def dataset(split, files, ctx=None, training=True, side=None):
         ds = reader.make_dataset(
             spec, files, tcfg.batch_size, shuffle=training, seed=tcfg.seed,
+            holdout=(side, holdout) if holdout and side else None,
             shuffle_buffer=tcfg.shuffle_buffer, shuffle_floor=tcfg.shuffle_floor,
             repeat=True if (training and (ps or tcfg.steps))
             else False, drop_remainder=jit, input_context=ctx, num_workers=_num_workers(),
@@ -587,11 +593,13 @@ def prepare(config, data_dir: str, model_dir: str, *,
         steps_per_epoch = max(n_train // tcfg.batch_size, 1)
     if ps:
         train_data = keras.utils.experimental.DatasetCreator(
-            lambda ctx: dataset("train", train_files, ctx))
+            lambda ctx: dataset("train", train_files, ctx, side="keep"))
     else:
-        train_data = dataset("train", train_files)
+        train_data = dataset("train", train_files, side="keep")
     validation_data = None
-    if eval_files and not ps:
+    if holdout and tcfg.validate and not ps:
+        validation_data = dataset("validation", train_files, training=False, side="take")
+    elif eval_files and not ps:
         validation_data = dataset("eval", eval_files, training=False)
 
     tf.io.gfile.makedirs(model_dir)
@@ -624,7 +632,8 @@ def prepare(config, data_dir: str, model_dir: str, *,
         if es.metric.startswith("val_") and validation_data is None:
             raise config_lib.ConfigError(
                 f"{where}: training.early_stopping.metric={es.metric} needs validation "
-                f"(an eval split and training.validate: true).")
+                f"(training.validate: true, and an eval split or "
+                f"training.validation_fraction > 0).")
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=es.metric, patience=es.patience, mode=es.mode, restore_best_weights=True))
     return TrainingRun(
