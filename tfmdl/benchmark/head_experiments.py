@@ -13,6 +13,12 @@ prediction / positive rate), the mean prediction and the eval positives::
 the sigmoid applied to all logits, then sliced per task and wrapped in a linear
 layer, so Keras' loss sees probabilities only and clips them to
 ``[1e-7, 1 - 1e-7]`` (zero gradient outside) — the hypothesis under test.
+``--head_lr_scale=M`` trains the task heads (the layers named in `HEAD_LAYERS`:
+the head norm, the logits layer, the output bias) with the dense learning rate
+times M, through a third optimizer next to the tables' and the dense weights'.
+``--qk_init_scale=S`` multiplies every attention layer's initial query and key
+kernels by S (the attention logits by S^2) before the output-bias prior is
+solved. Both are hypotheses under test, not library options.
 ``--summarize OUT/*.json`` prints the table of finished runs.
 """
 
@@ -39,6 +45,12 @@ flags.DEFINE_multi_string("set", [], "config overrides key.path=value")
 flags.DEFINE_enum("loss_path", "logits", ["logits", "probability"],
                   "output path the loss sees (module docstring)")
 flags.DEFINE_string("label", "", "variant label stored in the result")
+flags.DEFINE_float("head_lr_scale", 1.0, "task heads' learning rate / the dense one")
+flags.DEFINE_float("qk_init_scale", 1.0, "factor on the initial query/key kernels")
+
+# layers of a task head (MDL and PMTA name theirs so; every model has output_bias)
+HEAD_LAYERS = ("task_head_norm", "task_logits", "task_head", "output_bias")
+ATTENTION_QK = ("/query/kernel", "/key/kernel")
 flags.DEFINE_multi_string("summarize", [], "result JSON globs to tabulate (no training)")
 
 
@@ -67,12 +79,69 @@ def _probability_output_path():
     base.assemble = assemble
 
 
+def _head_lr_optimizer(scale):
+    """Patches `trainer.split_optimizer`: head variables get their own dense
+    optimizer with learning rate x ``scale`` (module docstring)."""
+    import dataclasses  # pylint: disable=g-import-not-at-top
+
+    import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
+
+    from tfmdl.models import base  # pylint: disable=g-import-not-at-top
+    from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
+
+    def is_head(v):
+        return v.name.split("/")[0] in HEAD_LAYERS
+
+    def split_optimizer(built, cfg, dense_gradients=False):
+        model = built.model
+        emb_refs = {v.ref() for v in base.embedding_weights(model)}
+        head_cfg = dataclasses.replace(cfg.dense_optimizer,
+                                       learning_rate=cfg.dense_optimizer.learning_rate * scale)
+        if not any(is_head(v) for v in model.trainable_variables):
+            raise ValueError("--head_lr_scale: the model has no head layer "
+                             f"{HEAD_LAYERS}")
+        cls = (trainer.DenseGradientComposite if dense_gradients
+               else tfrs.experimental.optimizers.CompositeOptimizer)
+        pairs = [(trainer.make_optimizer(head_cfg),
+                  lambda: [v for v in model.trainable_variables if is_head(v)]),
+                 (trainer.make_optimizer(cfg.dense_optimizer),
+                  lambda: [v for v in model.trainable_variables
+                           if v.ref() not in emb_refs and not is_head(v)])]
+        if emb_refs:
+            pairs.insert(0, (trainer.make_optimizer(cfg.embedding_optimizer),
+                             lambda: base.embedding_weights(model)))
+        return cls(pairs)
+
+    trainer.split_optimizer = split_optimizer
+
+
+def _scaled_qk_init(scale):
+    """Patches `trainer.init_output_bias` to scale the query/key kernels first."""
+    from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
+
+    original = trainer.init_output_bias
+
+    def init_output_bias(built, *args, **kwargs):
+        kernels = [v for v in built.model.weights if v.name.split(":")[0].endswith(ATTENTION_QK)]
+        if not kernels:
+            raise ValueError("--qk_init_scale: the model has no attention query/key kernels")
+        for v in kernels:
+            v.assign(v * scale)
+        return original(built, *args, **kwargs)
+
+    trainer.init_output_bias = init_output_bias
+
+
 def run(_):
     import numpy as np  # pylint: disable=g-import-not-at-top
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
 
     if FLAGS.loss_path == "probability":
         _probability_output_path()
+    if FLAGS.head_lr_scale != 1.0:
+        _head_lr_optimizer(FLAGS.head_lr_scale)
+    if FLAGS.qk_init_scale != 1.0:
+        _scaled_qk_init(FLAGS.qk_init_scale)
     from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
     from tfmdl import metrics  # pylint: disable=g-import-not-at-top
     from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
@@ -94,9 +163,11 @@ def run(_):
         for t in p.task_names:
             m = table[s][t]
             cells[f"{s}/{t}"] = {"auc": m["auc"], "calibration": m["calibration"],
-                                 "positives": int(round(m["pos_rate"] * m["count"]))}
+                                 "positives": int(round(m["pos_rate"] * m["count"])),
+                                 "count": int(m["count"])}
     out = {"label": FLAGS.label, "config": FLAGS.config, "seed": FLAGS.seed,
-           "overrides": list(FLAGS.set), "loss_path": FLAGS.loss_path, "data": FLAGS.data,
+           "overrides": list(FLAGS.set), "loss_path": FLAGS.loss_path,
+           "head_lr_scale": FLAGS.head_lr_scale, "qk_init_scale": FLAGS.qk_init_scale, "data": FLAGS.data,
            "train_seconds": round(seconds, 1), "cells": cells,
            "output_bias": run_.output_bias,
            "history": {k: [float(x) for x in v] for k, v in history.history.items()}}
@@ -116,6 +187,8 @@ def summarize(patterns, min_positives: int = 100) -> str:
     unhealthy measurable cells (>= ``min_positives`` positives, calibration
     outside [0.5, 2] or AUC <= 0.5), counted over seeds."""
     import numpy as np  # pylint: disable=g-import-not-at-top
+
+    from tfmdl import metrics  # pylint: disable=g-import-not-at-top
 
     runs = []
     for pattern in patterns:
@@ -142,7 +215,10 @@ def summarize(patterns, min_positives: int = 100) -> str:
             pos = rs[0]["cells"][c]["positives"]
             dead += int(np.sum(cals < 0.01))
             if pos >= min_positives:
-                unhealthy += int(np.sum(~((cals >= 0.5) & (cals <= 2) & (aucs > 0.5))))
+                count = rs[0]["cells"][c].get("count")
+                half = np.array([metrics.auc_half_width(a, pos, count - pos) if count else 0.0
+                                 for a in aucs])
+                unhealthy += int(np.sum(~((cals >= 0.5) & (cals <= 2) & (aucs - 0.5 > half))))
             worst = cals[np.nanargmax(np.abs(np.log(cals)))] if np.isfinite(cals).any() \
                 else float("nan")
             mark = "" if pos >= min_positives else f" ({pos} pos)"
