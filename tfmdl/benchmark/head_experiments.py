@@ -47,11 +47,11 @@ flags.DEFINE_enum("loss_path", "logits", ["logits", "probability"],
 flags.DEFINE_string("label", "", "variant label stored in the result")
 flags.DEFINE_float("head_lr_scale", 1.0, "task heads' learning rate / the dense one")
 flags.DEFINE_float("qk_init_scale", 1.0, "factor on the initial query/key kernels")
+flags.DEFINE_multi_string("summarize", [], "result JSON globs to tabulate (no training)")
 
 # layers of a task head (MDL and PMTA name theirs so; every model has output_bias)
 HEAD_LAYERS = ("task_head_norm", "task_logits", "task_head", "output_bias")
 ATTENTION_QK = ("/query/kernel", "/key/kernel")
-flags.DEFINE_multi_string("summarize", [], "result JSON globs to tabulate (no training)")
 
 
 def _probability_output_path():
