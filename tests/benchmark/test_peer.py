@@ -30,8 +30,11 @@ def test_both_libraries_build_the_same_architecture(feed_dir, model):
                       warmup_steps=1, steps=2, rounds=1, log=lambda _: None)
     assert result["ratio"] > 0
     sides = result["sides"]
-    # same embeddings, experts, gates and towers: identical parameter counts
-    assert sides["tfmdl"]["params"] == sides["deepctr"]["params"]
+    # same embeddings, experts, gates, towers and per-task output biases; tfmdl
+    # adds one output offset per (scenario, task) cell (base.OutputBias)
+    spec = spec_lib.load_spec(feed_dir)
+    assert sides["tfmdl"]["params"] == \
+        sides["deepctr"]["params"] + spec.scenario.count * len(spec.tasks)
     assert result["steps_trained"] == 3
     for side in sides.values():
         assert side["examples_per_second"] > 0
@@ -63,6 +66,12 @@ def test_missing_deepctr_names_the_extra(feed_dir, monkeypatch):
         peer.build_deepctr("mmoe", spec, peer.Arch())
 
 
+def _offsets(data_dir):
+    """tfmdl's (scenario, task) output offsets: S x K weights DeepCTR has no peer of."""
+    spec = spec_lib.load_spec(data_dir)
+    return spec.scenario.count * len(spec.tasks)
+
+
 def test_unknown_model_is_named(feed_dir):
     with pytest.raises(ValueError, match=r"--model: 'star' has no DeepCTR peer"):
         peer.run("star", feed_dir)
@@ -74,7 +83,8 @@ def test_ratio_is_the_median_of_the_rounds(feed_dir):
     rounds = result["round_ratios"]
     assert len(rounds) == 3 and result["steps_trained"] == 4
     sides = result["sides"]
-    assert sides["tfmdl"]["params"] == sides["deepctr"]["params"]   # same architecture
+    # same architecture, plus tfmdl's (scenario, task) output offsets
+    assert sides["tfmdl"]["params"] == sides["deepctr"]["params"] + _offsets(feed_dir)
     assert all(side["examples_per_second"] > 0 for side in sides.values())
     assert result["ratio"] == pytest.approx(sorted(rounds)[1])
     assert "median of 3 rounds" in peer.format_result(result)
@@ -90,7 +100,8 @@ def test_adagrad_tables_on_both_sides(feed_dir):
                       warmup_steps=1, steps=1, rounds=1, table_optimizer="adagrad",
                       log=lambda _: None)
     assert result["table_optimizer"] == "adagrad"
-    assert result["sides"]["tfmdl"]["params"] == result["sides"]["deepctr"]["params"]
+    assert result["sides"]["tfmdl"]["params"] == \
+        result["sides"]["deepctr"]["params"] + _offsets(feed_dir)
 
 
 def test_deepctr_gets_the_same_table_split(feed_dir):
@@ -113,6 +124,7 @@ def test_matmul_flops_count_every_kernel_three_times(feed_dir):
     d = first[0].shape[0]                                           # embedding concat width
     T = len(spec.task_names)
     macs = d * 256 + 256 * 128 + T * (128 * 64 + 64 * 1)              # Arch defaults
+    macs += spec.scenario.count * T                    # scenario share x output offsets
     assert peer.matmul_flops_per_example(built.core) == 6 * macs
 
 
@@ -131,12 +143,12 @@ def test_result_reports_each_side_against_the_matmul_bound(feed_dir):
             side["examples_per_second"] / mm["bound_examples_per_second"])
     assert "matmul bound:" in peer.format_result(result)
     floor = result["floor"]
-    assert floor["products"] == 4            # shared_bottom: bottom 2 layers, towers 2
+    assert floor["products"] == 5  # shared_bottom: bottom 2 layers, towers 2, output offsets
     assert floor["flops_per_step"] == 128 * mm["flops_per_example"]
     assert floor["step_seconds"] == min(floor["seconds_per_step"].values()) > 0
     for side in result["sides"].values():
         assert side["step_seconds"] == pytest.approx(128 / side["examples_per_second"])
-    assert "matmul floor: the model's 4 products" in peer.format_result(result)
+    assert "matmul floor: the model's 5 products" in peer.format_result(result)
 
 
 def test_race_batches_have_autotuning_off(feed_dir):

@@ -66,7 +66,8 @@ def test_prepare_restores_backbone_and_first_classifier_layer(rankmixer_dir, fee
     # every backbone / C1 / shared-embedding weight of the new model is restored; the
     # output bias is not in the scope: the new model keeps its prior (its logits
     # layer is new, so the source's trained bias does not belong to it)
-    restorable = ({w.name for w in fresh.model.weights} & set(src)) - {"output_bias/bias:0"}
+    restorable = ({w.name for w in fresh.model.weights} & set(src)) - {
+        "output_bias/bias:0", "output_bias/scenario_bias:0"}
     assert set(report.restored) == restorable
     assert "output_bias/bias:0" not in report.restored
     prior = [run.output_bias["bias"][t] for t in run.spec.task_names]
@@ -75,8 +76,8 @@ def test_prepare_restores_backbone_and_first_classifier_layer(rankmixer_dir, fee
         rtol=1e-6)
     # the source's logit layer (no bias of its own since the shared output bias) and
     # its output bias are left unused
-    assert {"task_towers/layer_1/kernel:0", "output_bias/bias:0"} == \
-        set(report.unmatched_source)
+    assert {"task_towers/layer_1/kernel:0", "output_bias/bias:0",
+            "output_bias/scenario_bias:0"} == set(report.unmatched_source)
     assert "feature_embedding/embedding_domain_user_id:0" in report.unmatched_target
     assert "cross_task_transformer/attention_0/query/kernel:0" in report.unmatched_target
     weights = {w.name: w for w in run.built.model.weights}

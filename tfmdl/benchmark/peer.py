@@ -5,7 +5,8 @@ SharedBottom; the ``bench`` extra) and tfmdl's model of the same name with the
 same architecture — the same features, embedding tables and sizes (DeepCTR's
 ``SparseFeat`` per categorical feature, sharing tables where the spec shares
 them; numerics as ``DenseFeat``; the scenario multi-hot as one ``DenseFeat``),
-the same experts, gates and towers — and trains both on the same in-memory
+the same experts, gates and towers (tfmdl adds only its S x K output offsets per
+(scenario, task), `base.OutputBias`) — and trains both on the same in-memory
 batches with the same optimizer (Adam) and loss:
 
 * speed: after an untimed warm-up, timed rounds alternate between the two
@@ -268,10 +269,13 @@ def _batches(x, y, w, order: np.ndarray, batch: int) -> Tuple[tf.data.Dataset, i
 
 def matmul_flops_per_example(model: keras.Model) -> int:
     """Training FLOPs per example of ``model``'s dense kernels: ``6 · Σ sizes``
-    (embedding tables and biases left out)."""
+    (embedding tables and biases left out; the output layer's (scenario, task)
+    offsets count: the scenario share multiplies them, `base.OutputBias`)."""
     tables = {id(v) for v in base.embedding_weights(model)}
+    offsets = f"{base.OUTPUT_BIAS_LAYER}/scenario_bias"
     sizes = [v.shape.num_elements() for v in model.trainable_variables
-             if id(v) not in tables and v.shape.rank >= 2 and "kernel" in v.name]
+             if id(v) not in tables and v.shape.rank >= 2
+             and ("kernel" in v.name or v.name.startswith(offsets))]
     return 6 * int(sum(sizes))
 
 
@@ -359,15 +363,18 @@ def set_prior(built: base.BuiltModel, data: "Data") -> Dict[str, float]:
     """tfmdl's default output-bias prior (``training.output_bias_init: prior``)
     from the loaded training rows' labels; DeepCTR keeps its own zero bias, as
     each side trains with its library's defaults. Returns the rates."""
+    from tfmdl.pipelines import label_stats  # pylint: disable=g-import-not-at-top
     from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
 
-    rates = {}
-    for t in built.spec.task_names:
-        labelled = data.weights[t] > 0
-        rates[t] = float(data.labels[t][labelled].mean()) if labelled.any() else float("nan")
+    spec = built.spec
+    labels = np.stack([np.where(data.weights[t] > 0, data.labels[t], -1)
+                       for t in spec.task_names], axis=1)
+    counts = label_stats.LabelCounts(spec.task_names, spec.scenario.names)
+    counts.add(labels, data.scenario)
+    rates = counts.rates()
     rows = min(len(data), trainer.PRIOR_BATCH)
     base.set_output_bias(built, rates, {k: v[:rows] for k, v in data.ids.items()},
-                         looked_up=True)
+                         looked_up=True, counts=counts)
     return rates
 
 

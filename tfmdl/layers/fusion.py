@@ -1,6 +1,7 @@
 """Scenario-task token fusion: the domain-fused module (SPEC.md 2.2 step 5).
 
 * `scenario_mask`: scenario ids (single- or multi-valued) -> float multi-hot ``[B, S]``.
+* `scenario_share`: that mask -> each scenario's share ``m_s / max(Σ_s m_s, 1)``.
 * `DomainFused`: ``Ũ_k = Û_k + z̄`` with ``z̄`` the masked mean of the instance's
   scenario tokens and the global token.
 """
@@ -57,6 +58,17 @@ def scenario_mask(ids, num_scenarios: int, validate: bool = True,
             mask + tf.where(bad, tf.constant(float("nan"), dtype), tf.constant(0, dtype)),
             f"scenario id out of range: expected ids in [{lowest}, {num_scenarios})")
     return mask
+
+
+def scenario_share(mask, dtype=None) -> tf.Tensor:
+    """``w_s = m_s / max(Σ_s m_s, 1)``: the weight of each of an instance's scenarios
+    ``[batch, S]`` (1 on its scenario for a single-valued field, an equal split over
+    a multi-valued one, all 0 for an instance in none). ``dtype``: cast ``mask`` to
+    it first (default: keep ``mask``'s)."""
+    mask = tf.convert_to_tensor(mask)
+    if dtype is not None:
+        mask = tf.cast(mask, dtype)
+    return mask / tf.maximum(tf.reduce_sum(mask, axis=-1, keepdims=True), 1.0)
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")

@@ -28,6 +28,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl.layers import dnn
+from tfmdl.layers import fusion
 from tfmdl.layers import per_token_ffn
 from tfmdl.layers.per_token_ffn import PerTokenDense, build_sublayer, token_major
 
@@ -529,8 +530,7 @@ class LabelSpaceFusion(keras.layers.Layer):
         """The own-scenario gate weights ``ω`` ``[batch, K, S]``."""
         S, K = self.num_scenarios, self.num_tasks
         weights = tf.reshape(self.gate(gate_inputs), [-1, S, K, S])       # [B, s, k, s']
-        mask = tf.cast(scenario_mask, weights.dtype)
-        share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+        share = fusion.scenario_share(scenario_mask, weights.dtype)
         return tf.einsum("bs,bskt->bkt", share, weights)
 
     def call(self, predictions, gate_inputs, scenario_mask):

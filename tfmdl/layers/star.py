@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tfmdl.layers import fusion
 from tfmdl.layers import per_token_ffn
 
 
@@ -24,12 +25,6 @@ def _check_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} should be a positive integer. Received: {name}={value!r}")
     return int(value)
-
-
-def _share(mask: tf.Tensor, dtype) -> tf.Tensor:
-    """``m_s / max(Σ_s m_s, 1)``: the weight of each of the instance's scenarios."""
-    mask = tf.cast(mask, dtype)
-    return mask / tf.maximum(tf.reduce_sum(mask, axis=-1, keepdims=True), 1.0)
 
 
 def _check_mask(layer: keras.layers.Layer, mask: tf.Tensor, num_scenarios: int) -> None:
@@ -96,7 +91,7 @@ class StarDense(keras.layers.Layer):
         _check_mask(self, scenario_mask, self.num_scenarios)
         kernel = self.shared_kernel[None] * self.scenario_kernel                 # [S, d, u]
         per_scenario = tf.einsum("bd,sdu->bsu", inputs, kernel) + self.scenario_bias
-        out = tf.einsum("bs,bsu->bu", _share(scenario_mask, inputs.dtype), per_scenario)
+        out = tf.einsum("bs,bsu->bu", fusion.scenario_share(scenario_mask, inputs.dtype), per_scenario)
         return self.activation(out + self.shared_bias)
 
     def compute_output_shape(self, input_shape):
@@ -200,7 +195,7 @@ class PartitionedNormalization(keras.layers.Layer):
         scale = (self.gamma[None] * self.scenario_gamma) * tf.math.rsqrt(variance + self.epsilon)
         shift = self.beta[None] + self.scenario_beta                          # [S, d]
         per_scenario = (z[:, None, :] - mean[None]) * scale[None] + shift[None]   # [B, S, d]
-        return tf.einsum("bs,bsd->bd", _share(mask, z.dtype), per_scenario)
+        return tf.einsum("bs,bsd->bd", fusion.scenario_share(mask, z.dtype), per_scenario)
 
     def _train(self, z, mask):
         mean, variance, count = self._batch_moments(z, mask)

@@ -15,11 +15,13 @@ A built model comes in two nested Keras models that share weights:
 to one logit per task, so no model re-implements input plumbing or output heads.
 
 Output heads (docs/training.md, "Output heads and the output-bias prior"): every
-model's task k predicts ``ŷ_k = σ(z_k + b_k)``, with ``z_k`` the model's own
-logit and ``b_k`` the `OutputBias` layer's (named ``output_bias``, one float32
-weight per task), which `set_output_bias` starts at ``log(p_k / (1 - p_k))``,
-the task's positive rate in the training data, so an untrained model predicts
-the base rates. The sigmoid is the task's output layer itself (a Keras
+model's task k predicts ``ŷ_k = σ(z_k + b_k + Σ_s w_s d_{s,k})``, with ``z_k``
+the model's own logit, ``w`` the instance's scenario share (`fusion.scenario_share`)
+and ``b`` ``[K]``, ``d`` ``[S, K]`` the `OutputBias` layer's weights (named
+``output_bias``, float32). `set_output_bias` starts ``b_k`` at the task's
+log-odds ``log(p_k / (1 - p_k))`` and ``d_{s,k}`` at the cell's offset from it,
+``logit(p̃_{s,k}) - logit(p_k)``, from the training data's positive rates, so an
+untrained model predicts each (scenario, task) cell's base rate. The sigmoid is the task's output layer itself (a Keras
 ``sigmoid`` activation), so Keras' binary cross-entropy reads the logit behind
 it and computes the loss from logits: a probability-only output is clipped to
 ``[1e-7, 1 - 1e-7]`` by the loss, whose gradient is zero outside that range,
@@ -36,6 +38,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tfmdl.layers import dnn
+from tfmdl.layers import fusion
 from tfmdl.layers import inputs as inputs_lib
 from tfmdl.pipelines import spec as spec_lib
 
@@ -92,28 +96,64 @@ PRIOR_MIN_RATE = 1e-6
 
 @keras.utils.register_keras_serializable(package="tfmdl")
 class OutputBias(keras.layers.Layer):
-    """Adds one bias per task to the models' logits: ``z_k + b_k``.
+    """Adds the output biases to the models' logits: ``z_k + b_k + Σ_s w_s d_{s,k}``.
 
-    Shapes: ``[B, K]`` -> ``[B, K]`` float32 (inputs of any float dtype are cast,
-    so under mixed precision the sigmoid after it runs in float32). ``b`` starts
-    at zero; `set_output_bias` sets it to the prior before training (module
-    docstring).
+    ``b`` ``[K]`` is one bias per task; with ``num_scenarios = S > 0``, ``d``
+    ``[S, K]`` is one offset per (scenario, task) cell, weighted by the instance's
+    scenario share ``w`` ``[B, S]`` (`fusion.scenario_share`: 1 on its scenario,
+    an equal split over a multi-valued field's). A rare task's rate often differs
+    by scenario (a search tab likes less than the main feed): ``d`` lets every
+    model start at, and keep, each cell's base rate instead of learning the
+    offsets through its towers.
+
+    Shapes: logits ``[B, K]``, ``scenario_share`` ``[B, S]`` -> ``[B, K]`` float32
+    (inputs of any float dtype are cast, so under mixed precision the sigmoid
+    after it runs in float32). Both weights start at zero; `set_output_bias` sets
+    them to the prior before training (module docstring).
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, num_scenarios: int = 0, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        if isinstance(num_scenarios, bool) or not isinstance(num_scenarios, (int, np.integer)) \
+                or num_scenarios < 0:
+            raise ValueError("num_scenarios should be a non-negative integer. "
+                             f"Received: num_scenarios={num_scenarios!r}")
+        self.num_scenarios = int(num_scenarios)
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
         if shape.rank != 2 or shape[-1] is None:
             raise ValueError(f"{self.name}: logits must be [batch, K] with static K. "
                              f"Received: shape {shape}")
-        self.bias = self.add_weight("bias", shape=[int(shape[-1])], initializer="zeros")
+        K = int(shape[-1])
+        self.bias = self.add_weight("bias", shape=[K], initializer="zeros")
+        self.scenario_bias = None
+        if self.num_scenarios:
+            self.scenario_bias = self.add_weight(
+                "scenario_bias", shape=[self.num_scenarios, K], initializer="zeros")
         super().build(shape)
 
-    def call(self, logits):
-        return logits + self.bias
+    def call(self, logits, scenario_share=None):
+        out = logits + self.bias
+        if self.scenario_bias is None:
+            if scenario_share is not None:
+                raise ValueError(f"{self.name}: built with num_scenarios=0, but called "
+                                 f"with a scenario_share.")
+            return out
+        if scenario_share is None:
+            raise ValueError(f"{self.name}: num_scenarios={self.num_scenarios} needs the "
+                             f"scenario_share [batch, {self.num_scenarios}].")
+        share = tf.cast(scenario_share, self.compute_dtype)
+        if share.shape.rank != 2 or share.shape[-1] != self.num_scenarios:
+            raise ValueError(f"{self.name}: scenario_share must be [batch, "
+                             f"{self.num_scenarios}]. Received: shape {share.shape}")
+        return out + tf.matmul(share, self.scenario_bias)
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_scenarios"] = self.num_scenarios
+        return config
 
 
 def prior_logits(rates: Mapping[str, float], task_names: Sequence[str]) -> np.ndarray:
@@ -131,6 +171,38 @@ def prior_logits(rates: Mapping[str, float], task_names: Sequence[str]) -> np.nd
     return np.asarray(out, np.float32)
 
 
+# a cell's rate in the prior is shrunk toward its task's: p̃ = (positives +
+# PRIOR_CELL_ROWS·p) / (labelled rows + PRIOR_CELL_ROWS), so a cell with few labels
+# starts near the task's rate rather than at its own noisy (or 0) rate
+PRIOR_CELL_ROWS = 100.0
+# a cell's offset is solved on the prior batch's rows of its scenario (like the
+# per-task bias) when the batch has at least this many; else it is the plain offset
+PRIOR_MIN_CELL_ROWS = 200
+
+
+def prior_offsets(counts, rates: Mapping[str, float], task_names: Sequence[str],
+                  scenario_names: Sequence[str]) -> np.ndarray:
+    """``d_{s,k} = logit(p̃_{s,k}) - logit(p_k)`` float32 ``[S, K]``: each cell's
+    log-odds offset from its task's (``p̃`` shrunk by ``PRIOR_CELL_ROWS``, both
+    clipped like `prior_logits`); 0 for a task without labels. ``counts``: a
+    `label_stats.LabelCounts` with cell counts (its ``cell_positives`` and
+    ``cell_negatives`` ``[S, K]``, in ``scenario_names`` x ``task_names`` order)."""
+    base_logits = prior_logits(rates, task_names)
+    out = np.zeros([len(scenario_names), len(task_names)], np.float32)
+    order_s = [counts.scenario_names.index(s) for s in scenario_names]
+    order_k = [counts.task_names.index(t) for t in task_names]
+    for k, t in enumerate(task_names):
+        p = rates.get(t, math.nan)
+        if p is None or not math.isfinite(p):
+            continue
+        for i, s in enumerate(scenario_names):
+            pos = float(counts.cell_positives[order_s[i], order_k[k]])
+            n = pos + float(counts.cell_negatives[order_s[i], order_k[k]])
+            cell = (pos + PRIOR_CELL_ROWS * p) / (n + PRIOR_CELL_ROWS)
+            out[i, k] = prior_logits({t: cell}, [t])[0] - base_logits[k]
+    return out
+
+
 def output_bias_layer(built: "BuiltModel") -> OutputBias:
     """The model's `OutputBias` layer (in ``built.core``)."""
     return built.core.get_layer(OUTPUT_BIAS_LAYER)
@@ -141,10 +213,22 @@ def pre_bias_logits(built: "BuiltModel", features: Mapping[str, tf.Tensor],
     """The model's logits ``z`` ``[B, K]`` before the output bias, for a batch of
     raw ``features`` (or of the core's inputs with ``looked_up``), in inference
     mode."""
+    return pre_bias_inputs(built, features, looked_up)[0]
+
+
+def pre_bias_inputs(built: "BuiltModel", features: Mapping[str, tf.Tensor],
+                    looked_up: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``(z [B, K], w [B, S] or None)``: what the output bias adds to (the logits
+    and the scenario share), for a batch, in inference mode."""
     layer = output_bias_layer(built)
-    probe = keras.Model(built.core.inputs, layer.input)
+    node = layer.inbound_nodes[0]
+    share = node.call_kwargs.get("scenario_share")
+    probe = keras.Model(built.core.inputs, [layer.input] + ([share] if share is not None else []))
     inputs = dict(features) if looked_up else built.lookup(dict(features))
-    return np.asarray(probe(inputs, training=False), np.float64)
+    out = probe(inputs, training=False)
+    out = out if isinstance(out, (list, tuple)) else [out]
+    z = np.asarray(out[0], np.float64)
+    return z, (np.asarray(out[1], np.float64) if len(out) > 1 else None)
 
 
 def calibrated_bias(logits: np.ndarray, rate: float, iterations: int = 80) -> float:
@@ -161,8 +245,14 @@ def calibrated_bias(logits: np.ndarray, rate: float, iterations: int = 80) -> fl
 
 def set_output_bias(built: "BuiltModel", rates: Mapping[str, float],
                     features: Optional[Mapping[str, tf.Tensor]] = None,
-                    looked_up: bool = False) -> np.ndarray:
+                    looked_up: bool = False, counts=None) -> np.ndarray:
     """Sets every task's output bias to the prior of ``rates`` and returns the values.
+
+    With ``counts`` (a `label_stats.LabelCounts`), the (scenario, task) offsets
+    ``d`` start at `prior_offsets`, the per-task biases are solved with them in
+    place, and then each cell's offset is solved on the batch's rows of that
+    scenario alone (at least ``PRIOR_MIN_CELL_ROWS``), so that their mean
+    prediction is the cell's shrunk rate. Without ``counts``, ``d`` is 0.
 
     Without ``features`` the bias is ``log(p / (1 - p))`` (`prior_logits`). With a
     batch of raw training ``features`` it is corrected for the spread of the
@@ -174,16 +264,51 @@ def set_output_bias(built: "BuiltModel", rates: Mapping[str, float],
     model predicts the base rate" asks for. ``looked_up``: ``features`` are the
     core model's inputs (`FeatureLookup`'s output) rather than raw features.
     """
+    layer = output_bias_layer(built)
     values = prior_logits(rates, built.spec.task_names)
+    offsets = None
+    if layer.scenario_bias is not None:
+        offsets = np.zeros(layer.scenario_bias.shape, np.float32)
+        if counts is not None:
+            offsets = prior_offsets(counts, rates, built.spec.task_names,
+                                    built.spec.scenario.names)
+        layer.scenario_bias.assign(offsets)
     if features is not None:
-        z = pre_bias_logits(built, features, looked_up)
+        z, share = pre_bias_inputs(built, features, looked_up)
+        shifted = z + share @ offsets.astype(np.float64) if offsets is not None else z
         for k, t in enumerate(built.spec.task_names):
             p = rates.get(t, math.nan)
             if p is not None and math.isfinite(p):
                 p = min(max(float(p), PRIOR_MIN_RATE), 1.0 - PRIOR_MIN_RATE)
-                values[k] = calibrated_bias(z[:, k], p)
-    output_bias_layer(built).bias.assign(values)
+                values[k] = calibrated_bias(shifted[:, k], p)
+        if offsets is not None and counts is not None:
+            # each cell with enough rows of its scenario alone in the batch is solved
+            # on them: the untrained logits' spread differs by scenario
+            pure = share.max(axis=1) > 0.999
+            for i, s in enumerate(built.spec.scenario.names):
+                rows = pure & (share[:, i] > 0.999)
+                if rows.sum() < PRIOR_MIN_CELL_ROWS:
+                    continue
+                for k, t in enumerate(built.spec.task_names):
+                    p = rates.get(t, math.nan)
+                    if p is None or not math.isfinite(p):
+                        continue
+                    cell = _sigmoid(prior_logits({t: p}, [t])[0] + offsets[i, k])
+                    offsets[i, k] = calibrated_bias(z[rows, k] + values[k], cell)
+            layer.scenario_bias.assign(offsets)
+    layer.bias.assign(values)
     return values
+
+
+def _sigmoid(x: float) -> float:
+    return 0.5 * (1.0 + math.tanh(0.5 * float(x)))
+
+
+def output_offsets(built: "BuiltModel") -> Optional[np.ndarray]:
+    """The model's (scenario, task) output offsets ``d`` ``[S, K]`` (None if it has
+    none)."""
+    layer = output_bias_layer(built)
+    return None if layer.scenario_bias is None else np.asarray(layer.scenario_bias.numpy())
 
 
 @keras.utils.register_keras_serializable(package="tfmdl")
@@ -333,7 +458,10 @@ def assemble(name: str, spec: spec_lib.FeatureSpec, params: Any, core_fn: CoreFn
                          f"output-bias layer; rename the task in the spec.")
     stacked = tf.concat([logits[t] for t in spec.task_names], axis=-1) \
         if len(spec.task_names) > 1 else logits[spec.task_names[0]]
-    biased = OutputBias(name=OUTPUT_BIAS_LAYER)(stacked)
+    share = fusion.scenario_share(
+        dnn.scenario_features(inputs[spec.scenario.feature], spec.scenario.count))
+    biased = OutputBias(spec.scenario.count, name=OUTPUT_BIAS_LAYER)(
+        stacked, scenario_share=share)
     probs = {t: keras.layers.Activation("sigmoid", dtype="float32", name=t)(biased[:, k:k + 1])
              for k, t in enumerate(spec.task_names)}
     core = CoreModel(inputs, probs, name=f"{name}_core")

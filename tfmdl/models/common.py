@@ -26,6 +26,7 @@ from typing import Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from tfmdl.layers import dnn
+from tfmdl.layers import fusion
 from tfmdl.layers import inputs as inputs_lib
 from tfmdl.layers import mixing
 from tfmdl.layers import tokenization
@@ -168,8 +169,7 @@ def scenario_mean(spec: spec_lib.FeatureSpec, inputs: Dict[str, tf.Tensor],
                   per_scenario: tf.Tensor) -> tf.Tensor:
     """``Σ_s m_s x_s / |m|``: ``[B, S, ...]`` -> ``[B, ...]``, the mean over the
     instance's scenarios (``m`` the scenario multi-hot), in ``per_scenario``'s dtype."""
-    mask = tf.cast(scenario_multi_hot(spec, inputs), per_scenario.dtype)         # [B, S]
-    share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    share = fusion.scenario_share(scenario_multi_hot(spec, inputs), per_scenario.dtype)  # [B, S]
     share = tf.reshape(share, [-1, share.shape[1]] + [1] * (per_scenario.shape.rank - 2))
     # multiply + sum, not tf.einsum: Keras 2 cannot reload a functional graph with a
     # tf.einsum op between layers (its variadic inputs do not deserialize)

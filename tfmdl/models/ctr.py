@@ -29,6 +29,7 @@ import tf_keras as keras
 
 from tfmdl.layers import ctr
 from tfmdl.layers import dnn
+from tfmdl.layers import fusion
 from tfmdl.models import base
 from tfmdl.models import common
 from tfmdl.models import registry
@@ -166,7 +167,7 @@ def fields(spec: spec_lib.FeatureSpec, inputs, emb) -> List[tf.Tensor]:
             t = tf.reduce_sum(t * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
         out.append(t)
     m = common.scenario_multi_hot(spec, inputs)
-    out.append(m / tf.maximum(tf.reduce_sum(m, axis=1, keepdims=True), 1.0))
+    out.append(fusion.scenario_share(m))
     return out
 
 

@@ -189,7 +189,7 @@ class _MDLCore:
         if z is None and cfg.scenario_mode == "none":
             # one head per (scenario, task); an instance averages its scenarios' heads
             heads = per_token_ffn.PerTokenDense(S, use_bias=False, name="scenario_task_heads")(u)  # [B, K, S]
-            share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+            share = fusion.scenario_share(mask)
             # multiply + sum, not tf.einsum: a functional-graph einsum does not reload
             return tf.reduce_sum(heads * tf.cast(share, heads.dtype)[:, None, :], axis=2)
         if cfg.head_hidden:

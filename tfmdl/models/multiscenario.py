@@ -29,6 +29,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfmdl.layers import dnn
+from tfmdl.layers import fusion
 from tfmdl.layers import moe
 from tfmdl.layers import star
 from tfmdl.models import base
@@ -104,7 +105,7 @@ def build_star(spec: spec_lib.FeatureSpec, params: STARConfig) -> base.BuiltMode
                 z = keras.layers.Dropout(params.dropout)(z)
         logits = star.StarDense(S, K, name="star_logits")(z, mask)
         if params.aux_network:
-            share = mask / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+            share = fusion.scenario_share(mask)
             domain = keras.layers.Dense(params.scenario_embedding_dim, use_bias=False,
                                         name="scenario_embedding")(share)
             a = common.concat([domain, h])

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tfmdl.layers import fusion
 from tfmdl.layers import pepnet as pepnet_layers
 from tfmdl.models import base
 from tfmdl.models import common
@@ -113,7 +114,7 @@ def build_pepnet(spec: spec_lib.FeatureSpec, params: PEPNetConfig) -> base.Built
         m = common.scenario_multi_hot(spec, inputs)
         scenario = keras.layers.Dense(params.scenario_dim, use_bias=False,
                                       name="scenario_embedding")(
-            m / tf.maximum(tf.reduce_sum(m, axis=1, keepdims=True), 1.0))
+            fusion.scenario_share(m))
         domain = common.concat([scenario] + [emb[n] for n in domain_names])
         gate_hidden = params.gate_hidden or None
         o_ep = pepnet_layers.EPNet(gate_hidden, params.gamma, name="epnet")([general, domain])

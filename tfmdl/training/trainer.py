@@ -478,7 +478,8 @@ def init_output_bias(built: base.BuiltModel, cfg: train_config.TrainingConfig, d
     ``prior``: each task's output bias starts at its training positive rate's
     log-odds (`label_stats.train_counts`: the manifest's counts, or one counting
     pass), solved on one batch of ``PRIOR_BATCH`` training rows so that the
-    untrained model's mean prediction is the rate (`base.set_output_bias`).
+    untrained model's mean prediction is the rate, and each (scenario, task)
+    offset at its cell's log-odds offset from the task's (`base.set_output_bias`).
     ``zero``: the bias stays 0. A run resumed from its backup restores the trained
     bias over this one.
     """
@@ -492,10 +493,16 @@ def init_output_bias(built: base.BuiltModel, cfg: train_config.TrainingConfig, d
     features = next(iter(reader.make_dataset(built.spec, list(train_files), PRIOR_BATCH,
                                              shuffle=True, seed=cfg.seed, repeat=False,
                                              source=source)))[0]
-    values = base.set_output_bias(built, rates, features)
-    return {"init": "prior",
-            "rates": {t: (None if math.isnan(r) else r) for t, r in rates.items()},
-            "bias": {t: float(v) for t, v in zip(built.spec.task_names, values)}}
+    values = base.set_output_bias(built, rates, features, counts=counts)
+    out = {"init": "prior",
+           "rates": {t: (None if math.isnan(r) else r) for t, r in rates.items()},
+           "bias": {t: float(v) for t, v in zip(built.spec.task_names, values)}}
+    offsets = base.output_offsets(built)
+    if offsets is not None:
+        out["scenario_offsets"] = {
+            s: {t: float(offsets[i, k]) for k, t in enumerate(built.spec.task_names)}
+            for i, s in enumerate(built.spec.scenario.names)}
+    return out
 
 
 def prepare(config, data_dir: str, model_dir: str, *,
