@@ -180,6 +180,24 @@ PRIOR_CELL_ROWS = 100.0
 PRIOR_MIN_CELL_ROWS = 200
 
 
+def shrunk_cell_rates(counts, rates: Mapping[str, float], task_names: Sequence[str],
+                      scenario_names: Sequence[str]) -> np.ndarray:
+    """``p̃_{s,k} = (P_{s,k} + PRIOR_CELL_ROWS p_k) / (n_{s,k} + PRIOR_CELL_ROWS)``
+    float64 ``[S, K]`` from a `label_stats.LabelCounts`' cell counts, clipped to
+    ``[PRIOR_MIN_RATE, 1 - PRIOR_MIN_RATE]``; NaN for a task without labels."""
+    out = np.full([len(scenario_names), len(task_names)], np.nan)
+    rows = [counts.scenario_names.index(s) for s in scenario_names]
+    for k, t in enumerate(task_names):
+        p = rates.get(t, math.nan)
+        if p is None or not math.isfinite(p):
+            continue
+        col = counts.task_names.index(t)
+        pos = counts.cell_positives[rows, col].astype(np.float64)
+        n = pos + counts.cell_negatives[rows, col]
+        out[:, k] = (pos + PRIOR_CELL_ROWS * p) / (n + PRIOR_CELL_ROWS)
+    return np.clip(out, PRIOR_MIN_RATE, 1.0 - PRIOR_MIN_RATE)
+
+
 def prior_offsets(counts, rates: Mapping[str, float], task_names: Sequence[str],
                   scenario_names: Sequence[str]) -> np.ndarray:
     """``d_{s,k} = logit(p̃_{s,k}) - logit(p_k)`` float32 ``[S, K]``: each cell's
@@ -187,20 +205,9 @@ def prior_offsets(counts, rates: Mapping[str, float], task_names: Sequence[str],
     clipped like `prior_logits`); 0 for a task without labels. ``counts``: a
     `label_stats.LabelCounts` with cell counts (its ``cell_positives`` and
     ``cell_negatives`` ``[S, K]``, in ``scenario_names`` x ``task_names`` order)."""
-    base_logits = prior_logits(rates, task_names)
-    out = np.zeros([len(scenario_names), len(task_names)], np.float32)
-    order_s = [counts.scenario_names.index(s) for s in scenario_names]
-    order_k = [counts.task_names.index(t) for t in task_names]
-    for k, t in enumerate(task_names):
-        p = rates.get(t, math.nan)
-        if p is None or not math.isfinite(p):
-            continue
-        for i, s in enumerate(scenario_names):
-            pos = float(counts.cell_positives[order_s[i], order_k[k]])
-            n = pos + float(counts.cell_negatives[order_s[i], order_k[k]])
-            cell = (pos + PRIOR_CELL_ROWS * p) / (n + PRIOR_CELL_ROWS)
-            out[i, k] = prior_logits({t: cell}, [t])[0] - base_logits[k]
-    return out
+    cells = shrunk_cell_rates(counts, rates, task_names, scenario_names)
+    offsets = np.log(cells / (1.0 - cells)) - prior_logits(rates, task_names)
+    return np.nan_to_num(offsets, nan=0.0).astype(np.float32)
 
 
 def output_bias_layer(built: "BuiltModel") -> OutputBias:
@@ -265,13 +272,13 @@ def set_output_bias(built: "BuiltModel", rates: Mapping[str, float],
     core model's inputs (`FeatureLookup`'s output) rather than raw features.
     """
     layer = output_bias_layer(built)
-    values = prior_logits(rates, built.spec.task_names)
+    spec = built.spec
+    values = prior_logits(rates, spec.task_names)
     offsets = None
     if layer.scenario_bias is not None:
         offsets = np.zeros(layer.scenario_bias.shape, np.float32)
         if counts is not None:
-            offsets = prior_offsets(counts, rates, built.spec.task_names,
-                                    built.spec.scenario.names)
+            offsets = prior_offsets(counts, rates, spec.task_names, spec.scenario.names)
         layer.scenario_bias.assign(offsets)
     if features is not None:
         z, share = pre_bias_inputs(built, features, looked_up)
@@ -284,24 +291,16 @@ def set_output_bias(built: "BuiltModel", rates: Mapping[str, float],
         if offsets is not None and counts is not None:
             # each cell with enough rows of its scenario alone in the batch is solved
             # on them: the untrained logits' spread differs by scenario
-            pure = share.max(axis=1) > 0.999
-            for i, s in enumerate(built.spec.scenario.names):
-                rows = pure & (share[:, i] > 0.999)
+            cells = shrunk_cell_rates(counts, rates, spec.task_names, spec.scenario.names)
+            for i in range(spec.scenario.count):
+                rows = share[:, i] > 0.999          # rows of scenario i alone
                 if rows.sum() < PRIOR_MIN_CELL_ROWS:
                     continue
-                for k, t in enumerate(built.spec.task_names):
-                    p = rates.get(t, math.nan)
-                    if p is None or not math.isfinite(p):
-                        continue
-                    cell = _sigmoid(prior_logits({t: p}, [t])[0] + offsets[i, k])
-                    offsets[i, k] = calibrated_bias(z[rows, k] + values[k], cell)
+                for k in np.flatnonzero(np.isfinite(cells[i])):
+                    offsets[i, k] = calibrated_bias(z[rows, k] + values[k], cells[i, k])
             layer.scenario_bias.assign(offsets)
     layer.bias.assign(values)
     return values
-
-
-def _sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(0.5 * float(x)))
 
 
 def output_offsets(built: "BuiltModel") -> Optional[np.ndarray]:
