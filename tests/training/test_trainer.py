@@ -1,5 +1,6 @@
 """Training: the Python API (plain model.fit) and the tfmdl train command."""
 
+import dataclasses
 import importlib
 import os
 import pkgutil
@@ -14,11 +15,13 @@ import tensorflow as tf
 import tf_keras as keras
 import yaml
 
+from tfmdl import config as config_lib
 from tfmdl.models import registry
 from tfmdl.pipelines import example_codec as codec
 from tfmdl.pipelines import reader
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
+from tfmdl.training import config as train_config
 from tfmdl.training import model_dir as model_dir_lib
 from tfmdl.training import trainer
 
@@ -84,8 +87,6 @@ def test_validation_fraction_validates_on_held_out_training_rows(feed_dir, tmp_p
 
 
 def test_adagrad_initial_accumulator_reaches_the_optimizer():
-    from tfmdl.training import config as train_config  # pylint: disable=g-import-not-at-top
-
     opt = trainer.make_optimizer(train_config.OptimizerConfig(name="adagrad",
                                                               initial_accumulator=0.01))
     assert opt.get_config()["initial_accumulator_value"] == pytest.approx(0.01)
@@ -108,6 +109,45 @@ def test_split_optimizer_puts_tables_on_adagrad(feed_dir, tmp_path):
     assert any("embedding_user_id" in n for n in emb_slots)
     assert not any("embedding_" in n for n in dense_slots)
     assert any("kernel" in n for n in dense_slots)
+
+
+def test_auto_schedule_decays_the_dense_rate_to_zero_over_the_run(feed_dir, tmp_path):
+    m = str(tmp_path / "m")
+    run = trainer.prepare(_config(tmp_path, epochs=2, jit_compile="off", validate=False),
+                          feed_dir, m)
+    records = tfrecord.expected_records(reader.resolve_files(feed_dir, "train"))
+    steps = 2 * -(-records // 256)
+    emb_opt, dense_opt = run.model.optimizer.optimizers
+    schedule = dense_opt.learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(steps // 2)) == pytest.approx(5e-4, rel=1e-3)
+    assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-9)
+    assert not callable(emb_opt.learning_rate)  # the tables' rate stays constant
+    dense = yaml.safe_load(open(os.path.join(m, "config.yaml")))["training"]["dense_optimizer"]
+    assert dense["schedule"] == "cosine" and dense["decay_steps"] == steps
+
+
+def test_resolve_schedules():
+    cfg = train_config.TrainingConfig(epochs=3, validation_fraction=0.2, batch_size=100)
+    assert trainer.total_steps(cfg, 1000) == 3 * 8
+    assert trainer.total_steps(cfg, None) is None
+    assert trainer.total_steps(dataclasses.replace(cfg, steps=50), None) == 50
+    out = trainer.resolve_schedules(cfg, 24)
+    assert (out.dense_optimizer.schedule, out.dense_optimizer.decay_steps) == ("cosine", 24)
+    assert out.embedding_optimizer.schedule == "constant"
+    assert trainer.resolve_schedules(cfg, None).dense_optimizer.schedule == "constant"
+    explicit = dataclasses.replace(cfg, dense_optimizer=train_config.OptimizerConfig(
+        schedule="exponential", decay_steps=7))
+    assert trainer.resolve_schedules(explicit, 24).dense_optimizer.decay_steps == 7
+    open_ended = dataclasses.replace(cfg, embedding_optimizer=train_config.OptimizerConfig(
+        name="adagrad", schedule="cosine"))
+    assert trainer.resolve_schedules(open_ended, 24).embedding_optimizer.decay_steps == 24
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"training.embedding_optimizer.decay_steps: 0 means the run"):
+        trainer.resolve_schedules(open_ended, None)
+    with pytest.raises(ValueError, match="not resolved"):
+        trainer.make_optimizer(open_ended.embedding_optimizer)
 
 
 def test_loss_weights_scale_the_total_loss(feed_dir, tmp_path):

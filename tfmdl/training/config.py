@@ -3,7 +3,7 @@
     training:
       batch_size: 1024
       epochs: 2               # or steps: 5000 (total optimizer steps)
-      dense_optimizer: {name: adam, learning_rate: 0.001, schedule: cosine, decay_steps: 5000}
+      dense_optimizer: {name: adam, learning_rate: 0.001}   # schedule: auto (cosine over the run)
       embedding_optimizer: {name: adagrad, learning_rate: 0.05}
       loss_weights: {like: 1.0, finish: 0.5}
       jit_compile: auto       # auto | on | off
@@ -25,8 +25,10 @@ OPTIMIZERS = ("adam", "lazy_adam", "rmsprop", "adagrad", "sgd")
 class OptimizerConfig:
     name: Literal["adam", "lazy_adam", "rmsprop", "adagrad", "sgd"] = "adam"
     learning_rate: float = 1e-3
-    schedule: Literal["constant", "cosine", "exponential"] = "constant"
-    decay_steps: int = 10_000
+    # auto: the dense optimizer decays (cosine) to 0 over the run's steps, the
+    # tables' stays constant (docs/training.md, "Learning-rate schedule")
+    schedule: Literal["auto", "constant", "cosine", "exponential"] = "auto"
+    decay_steps: int = 0             # 0: the run's total steps (cosine, exponential)
     decay_rate: float = 0.5          # exponential: lr * decay_rate^(step / decay_steps)
     warmup_steps: int = 0            # linear warm-up before the schedule
     clipnorm: Optional[float] = None
@@ -38,8 +40,8 @@ class OptimizerConfig:
                              f"{self.initial_accumulator}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
-        if self.decay_steps <= 0 or self.warmup_steps < 0:
-            raise ValueError(f"decay_steps must be positive and warmup_steps >= 0, got "
+        if self.decay_steps < 0 or self.warmup_steps < 0:
+            raise ValueError(f"decay_steps and warmup_steps must be >= 0, got "
                              f"{self.decay_steps} and {self.warmup_steps}.")
 
 

@@ -48,6 +48,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
+from absl import logging
 import tf_keras as keras
 
 from tfmdl import config as config_lib
@@ -204,7 +205,61 @@ def resolve_jit(mode: str, strategy, embedding_params: int = 0,
 
 # -- optimizers ------------------------------------------------------------------
 
+def resolve_schedules(cfg: train_config.TrainingConfig,
+                      total_steps: Optional[int]) -> train_config.TrainingConfig:
+    """``cfg`` with each optimizer's ``schedule: auto`` and ``decay_steps: 0``
+    made concrete for a run of ``total_steps`` optimizer steps (None: unknown).
+
+    ``auto`` is a cosine decay to 0 over the run for the dense optimizer and a
+    constant rate for the tables (docs/training.md, "Learning-rate schedule"):
+    with a constant Adam rate the model's overall calibration swings by ±20%
+    from step to step, so the last step's weights under- or over-predict every
+    task; decaying to 0 ends the run where the swings average out. A run of
+    unknown length keeps a constant rate. ``decay_steps: 0`` on an explicit
+    cosine or exponential schedule means the run's length, which must then be
+    known.
+    """
+    def resolve(opt: train_config.OptimizerConfig, key: str, dense: bool):
+        schedule = opt.schedule
+        if schedule == "auto":
+            schedule = "cosine" if dense and total_steps else "constant"
+        decay_steps = opt.decay_steps
+        if schedule in ("cosine", "exponential") and not decay_steps:
+            if not total_steps:
+                raise config_lib.ConfigError(
+                    f"training.{key}.decay_steps: 0 means the run's total steps, which "
+                    f"are unknown here (no manifest.json record counts and no "
+                    f"training.steps); set decay_steps or training.steps.")
+            decay_steps = int(total_steps)
+        return dataclasses.replace(opt, schedule=schedule, decay_steps=decay_steps)
+
+    return dataclasses.replace(
+        cfg, dense_optimizer=resolve(cfg.dense_optimizer, "dense_optimizer", True),
+        embedding_optimizer=resolve(cfg.embedding_optimizer, "embedding_optimizer", False))
+
+
+def total_steps(cfg: train_config.TrainingConfig, records: Optional[int],
+                steps_per_epoch: Optional[int] = None) -> Optional[int]:
+    """Optimizer steps of a run that trains every epoch (early stopping may end
+    it sooner): ``training.steps``, else epochs × steps per epoch, from
+    ``records`` training examples less the ``validation_fraction`` held out.
+    None when neither is known."""
+    if cfg.steps:
+        return cfg.steps
+    if steps_per_epoch is None:
+        if not records:
+            return None
+        steps_per_epoch = max(math.ceil(records * (1.0 - cfg.validation_fraction)
+                                        / cfg.batch_size), 1)
+    return steps_per_epoch * cfg.epochs
+
+
 def _schedule(cfg: train_config.OptimizerConfig):
+    """The learning rate or schedule of ``cfg``. Alone, an optimizer knows no run
+    length: ``auto`` is a constant rate (`resolve_schedules` gives a run's)."""
+    if cfg.schedule in ("cosine", "exponential") and not cfg.decay_steps:
+        raise ValueError(f"schedule {cfg.schedule!r} with decay_steps=0 (the run's length) "
+                         f"is not resolved: pass the config through resolve_schedules.")
     lr = cfg.learning_rate
     if cfg.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, cfg.decay_steps)
@@ -244,14 +299,17 @@ def make_optimizer(cfg: train_config.OptimizerConfig):
 
 
 def compile_model(built: base.BuiltModel, cfg: train_config.TrainingConfig, jit: bool,
-                  metrics: bool = True, core: Optional[bool] = None) -> keras.Model:
+                  metrics: bool = True, core: Optional[bool] = None,
+                  total_steps: Optional[int] = None) -> keras.Model:
     """Compiles and returns the model `prepare` trains: the core (looked-up
     features in; ``core`` defaults to ``jit``) or the full model, with ``jit``
     under XLA as `xla_mode` says.
 
-    Split optimizers (`split_optimizer`), one binary cross-entropy per task
+    Split optimizers (`split_optimizer`, their schedules resolved for a run of
+    ``total_steps``: `resolve_schedules`), one binary cross-entropy per task
     weighted by ``cfg.loss_weights``, and with ``metrics`` a weighted AUC per task.
     """
+    cfg = resolve_schedules(cfg, total_steps)
     tasks = built.spec.task_names
     model = built.core if (jit if core is None else core) else built.model
     mode = xla_mode(cfg) if jit else False
@@ -563,6 +621,21 @@ def prepare(config, data_dir: str, model_dir: str, *,
     if tcfg.mixed_precision != "off":
         keras.mixed_precision.set_global_policy(tcfg.mixed_precision)
 
+    n_train = _records(train_files, source)
+    steps_per_epoch = None
+    if tcfg.steps:
+        steps_per_epoch = max(math.ceil(tcfg.steps / tcfg.epochs), 1)
+    elif ps:
+        if n_train is None:
+            raise TrainingError("parameter-server training needs training.steps (or shards with "
+                                "a manifest.json giving their record counts).")
+        steps_per_epoch = max(n_train // tcfg.batch_size, 1)
+    run_steps = total_steps(tcfg, n_train, None if tcfg.steps else steps_per_epoch)
+    tcfg = resolve_schedules(tcfg, run_steps)
+    if tcfg.dense_optimizer.schedule == "constant" and run_steps is None:
+        logging.info("training.dense_optimizer.schedule: auto is a constant rate here: the "
+                     "run's length is unknown (no manifest.json record counts).")
+
     with strategy.scope():
         built = experiment.from_config(exp, spec)
         emb_params = sum(int(v.shape.num_elements()) for v in base.embedding_weights(built.model))
@@ -589,15 +662,6 @@ def prepare(config, data_dir: str, model_dir: str, *,
             ds = ds.map(lambda f, l, w: (lookup(f), l, w), num_parallel_calls=tf.data.AUTOTUNE)
         return ds
 
-    n_train = _records(train_files, source)
-    steps_per_epoch = None
-    if tcfg.steps:
-        steps_per_epoch = max(math.ceil(tcfg.steps / tcfg.epochs), 1)
-    elif ps:
-        if n_train is None:
-            raise TrainingError("parameter-server training needs training.steps (or shards with "
-                                "a manifest.json giving their record counts).")
-        steps_per_epoch = max(n_train // tcfg.batch_size, 1)
     if ps:
         train_data = keras.utils.experimental.DatasetCreator(
             lambda ctx: dataset("train", train_files, ctx, side="keep"))
