@@ -79,3 +79,26 @@ def test_summarize_counts_dead_and_unhealthy_cells(tmp_path):
     assert rows["good"][1] == "2" and rows["good"][-2:] == ["2", "0 |"]
     assert rows["noise"][-2:] == ["1", "1 |"]
     assert "(20 pos)" in rows["good"][3]
+
+
+def test_calibration_trace_records_every_n_steps_and_the_last(feed_dir, tmp_path):
+    cfg = {"model": "mmoe", "params": {"num_experts": 2, "expert_hidden": [8],
+                                       "tower_hidden": [8]},
+           "training": {"batch_size": 64, "steps": 5, "validate": False, "jit_compile": "off"}}
+    run = trainer.prepare(cfg, feed_dir, str(tmp_path / "m"))
+    trace = []
+    run.callbacks.append(head_experiments._CalibrationTrace(run, feed_dir, 2, trace))
+    run.fit(verbose=0)
+    assert [r["step"] for r in trace] == [2, 4, 5]
+    pred = {t: 0.0 for t in run.spec.task_names}
+    pos = dict(pred)
+    for f, labels, w in reader.make_dataset(run.spec, feed_dir, 4096, split="eval",
+                                            shuffle=False).take(4):
+        out = run.built.model(f, training=False)
+        for t in run.spec.task_names:
+            wt = tf.reshape(tf.cast(w[t], tf.float32), [-1])
+            pred[t] += float(tf.reduce_sum(tf.reshape(out[t], [-1]) * wt))
+            pos[t] += float(tf.reduce_sum(tf.reshape(tf.cast(labels[t], tf.float32), [-1]) * wt))
+    for t in run.spec.task_names:
+        assert trace[-1][t] == pytest.approx(pred[t] / pos[t], rel=1e-5)
+    assert len({round(r[run.spec.task_names[0]], 6) for r in trace}) > 1

@@ -19,6 +19,10 @@ times M, through a third optimizer next to the tables' and the dense weights'.
 ``--qk_init_scale=S`` multiplies every attention layer's initial query and key
 kernels by S (the attention logits by S^2) before the output-bias prior is
 solved. Both are hypotheses under test, not library options.
+``--calibration_every=N`` records, every N optimizer steps and after the last,
+each task's calibration (mean prediction / positive rate) on `TRACE_ROWS` fixed
+eval rows, as ``calibration_trace`` in the result: how far the weights' overall
+calibration swings from step to step (docs/training.md, "Learning-rate schedule").
 ``--summarize OUT/*.json`` prints the table of finished runs.
 """
 
@@ -48,6 +52,11 @@ flags.DEFINE_string("label", "", "variant label stored in the result")
 flags.DEFINE_float("head_lr_scale", 1.0, "task heads' learning rate / the dense one")
 flags.DEFINE_float("qk_init_scale", 1.0, "factor on the initial query/key kernels")
 flags.DEFINE_multi_string("summarize", [], "result JSON globs to tabulate (no training)")
+flags.DEFINE_integer("calibration_every", 0,
+                     "every N steps (and at the last), record each task's mean prediction / "
+                     "positive rate on TRACE_ROWS fixed eval rows (0: off)")
+
+TRACE_ROWS = 16384
 
 # layers of a task head (MDL and PMTA name theirs so; every model has output_bias)
 HEAD_LAYERS = ("task_head_norm", "task_logits", "task_head", "output_bias")
@@ -151,6 +160,9 @@ def run(_):
     overrides = [f"training.seed={FLAGS.seed}"] + list(FLAGS.set)
     start = time.time()
     run_ = trainer.prepare(FLAGS.config, FLAGS.data, model_dir, overrides=overrides)
+    trace = []
+    if FLAGS.calibration_every:
+        run_.callbacks.append(_CalibrationTrace(run_, FLAGS.data, FLAGS.calibration_every, trace))
     history = run_.fit(verbose=0)
     run_.finish(history)
     seconds = time.time() - start
@@ -171,6 +183,8 @@ def run(_):
            "train_seconds": round(seconds, 1), "cells": cells,
            "output_bias": run_.output_bias,
            "history": {k: [float(x) for x in v] for k, v in history.history.items()}}
+    if trace:
+        out["calibration_trace"] = trace
     with open(FLAGS.out + ".tmp", "w", encoding="utf-8") as fh:
         json.dump(evaluation.json_safe(out), fh, indent=1)
     os.replace(FLAGS.out + ".tmp", FLAGS.out)
@@ -178,6 +192,51 @@ def run(_):
           f"{min(c['calibration'] for c in cells.values() if c['calibration'] == c['calibration']):.3g}",
           flush=True)
     del np
+
+
+def _CalibrationTrace(run_, data_dir, every, trace):  # pylint: disable=invalid-name
+    """A callback appending ``{"step", task: calibration}`` to ``trace`` every
+    ``every`` steps and at the end of training, on `TRACE_ROWS` fixed eval rows
+    scored by the full model (its weights are the trained core's)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
+    from tfmdl.pipelines import reader  # pylint: disable=g-import-not-at-top
+
+    spec = run_.spec
+    rows = reader.make_dataset(spec, reader.resolve_files(data_dir, "eval"), 4096,
+                               shuffle=False).take(TRACE_ROWS // 4096)
+    batches = list(rows)
+    def flat(x):
+        return tf.reshape(tf.cast(x, tf.float32), [-1])
+
+    positives = {t: sum(float(tf.reduce_sum(flat(l[t]) * flat(w[t]))) for _, l, w in batches)
+                 for t in spec.task_names}
+
+    class Trace(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.step = 0
+
+        def record(self):
+            pred = {t: 0.0 for t in spec.task_names}
+            for f, _, w in batches:
+                out = run_.built.model(f, training=False)
+                for t in spec.task_names:
+                    pred[t] += float(tf.reduce_sum(flat(out[t]) * flat(w[t])))
+            trace.append({"step": self.step, **{
+                t: (pred[t] / positives[t] if positives[t] else None) for t in spec.task_names}})
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if self.step % every == 0:
+                self.record()
+
+        def on_train_end(self, logs=None):
+            if not trace or trace[-1]["step"] != self.step:
+                self.record()
+
+    return Trace()
 
 
 def summarize(patterns, min_positives: int = 100) -> str:
