@@ -111,7 +111,7 @@ def test_split_optimizer_puts_tables_on_adagrad(feed_dir, tmp_path):
     assert any("kernel" in n for n in dense_slots)
 
 
-def test_auto_schedule_decays_the_dense_rate_to_zero_over_the_run(feed_dir, tmp_path):
+def test_auto_schedule_anneals_the_dense_rate_to_zero_at_the_end_of_the_run(feed_dir, tmp_path):
     m = str(tmp_path / "m")
     run = trainer.prepare(_config(tmp_path, epochs=2, jit_compile="off", validate=False),
                           feed_dir, m)
@@ -119,13 +119,27 @@ def test_auto_schedule_decays_the_dense_rate_to_zero_over_the_run(feed_dir, tmp_
     steps = 2 * -(-records // 256)
     emb_opt, dense_opt = run.model.optimizer.optimizers
     schedule = dense_opt.learning_rate
-    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert isinstance(schedule, trainer.Anneal)
+    tail = max(round(0.1 * steps), 1)
     assert float(schedule(0)) == pytest.approx(1e-3)
-    assert float(schedule(steps // 2)) == pytest.approx(5e-4, rel=1e-3)
+    assert float(schedule(steps - tail)) == pytest.approx(1e-3)
     assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-9)
     assert not callable(emb_opt.learning_rate)  # the tables' rate stays constant
     dense = yaml.safe_load(open(os.path.join(m, "config.yaml")))["training"]["dense_optimizer"]
-    assert dense["schedule"] == "cosine" and dense["decay_steps"] == steps
+    assert dense["schedule"] == "anneal" and dense["decay_steps"] == steps
+
+
+def test_anneal_schedule_against_numpy():
+    schedule = trainer.Anneal(0.01, 200, 0.25)
+    t = np.arange(0, 230)
+    tail = 50
+    want = 0.01 * 0.5 * (1 + np.cos(np.pi * np.clip((t - (200 - tail)) / tail, 0, 1)))
+    np.testing.assert_allclose([float(schedule(i)) for i in t], want, atol=1e-8)
+    assert want[150] == pytest.approx(0.01) and want[175] == pytest.approx(0.005)
+    restored = trainer.Anneal(**schedule.get_config())
+    assert float(restored(180)) == pytest.approx(float(schedule(180)))
+    with pytest.raises(ValueError, match="anneal_fraction must be in"):
+        train_config.OptimizerConfig(anneal_fraction=0)
 
 
 def test_resolve_schedules():
@@ -134,7 +148,7 @@ def test_resolve_schedules():
     assert trainer.total_steps(cfg, None) is None
     assert trainer.total_steps(dataclasses.replace(cfg, steps=50), None) == 50
     out = trainer.resolve_schedules(cfg, 24)
-    assert (out.dense_optimizer.schedule, out.dense_optimizer.decay_steps) == ("cosine", 24)
+    assert (out.dense_optimizer.schedule, out.dense_optimizer.decay_steps) == ("anneal", 24)
     assert out.embedding_optimizer.schedule == "constant"
     assert trainer.resolve_schedules(cfg, None).dense_optimizer.schedule == "constant"
     explicit = dataclasses.replace(cfg, dense_optimizer=train_config.OptimizerConfig(

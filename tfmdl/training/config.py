@@ -3,7 +3,7 @@
     training:
       batch_size: 1024
       epochs: 2               # or steps: 5000 (total optimizer steps)
-      dense_optimizer: {name: adam, learning_rate: 0.001}   # schedule: auto (cosine over the run)
+      dense_optimizer: {name: adam, learning_rate: 0.001}   # schedule: auto (anneal over the last 10%)
       embedding_optimizer: {name: adagrad, learning_rate: 0.05}
       loss_weights: {like: 1.0, finish: 0.5}
       jit_compile: auto       # auto | on | off
@@ -25,10 +25,12 @@ OPTIMIZERS = ("adam", "lazy_adam", "rmsprop", "adagrad", "sgd")
 class OptimizerConfig:
     name: Literal["adam", "lazy_adam", "rmsprop", "adagrad", "sgd"] = "adam"
     learning_rate: float = 1e-3
-    # auto: the dense optimizer decays (cosine) to 0 over the run's steps, the
-    # tables' stays constant (docs/training.md, "Learning-rate schedule")
-    schedule: Literal["auto", "constant", "cosine", "exponential"] = "auto"
-    decay_steps: int = 0             # 0: the run's total steps (cosine, exponential)
+    # auto: the dense optimizer's rate is constant, then anneals (cosine) to 0
+    # over the run's last anneal_fraction of steps; the tables' stays constant
+    # (docs/training.md, "Learning-rate schedule")
+    schedule: Literal["auto", "constant", "anneal", "cosine", "exponential"] = "auto"
+    decay_steps: int = 0             # 0: the run's total steps (anneal, cosine, exponential)
+    anneal_fraction: float = 0.1     # anneal: the share of decay_steps spent decaying
     decay_rate: float = 0.5          # exponential: lr * decay_rate^(step / decay_steps)
     warmup_steps: int = 0            # linear warm-up before the schedule
     clipnorm: Optional[float] = None
@@ -40,6 +42,8 @@ class OptimizerConfig:
                              f"{self.initial_accumulator}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if not 0.0 < self.anneal_fraction <= 1.0:
+            raise ValueError(f"anneal_fraction must be in (0, 1], got {self.anneal_fraction}.")
         if self.decay_steps < 0 or self.warmup_steps < 0:
             raise ValueError(f"decay_steps and warmup_steps must be >= 0, got "
                              f"{self.decay_steps} and {self.warmup_steps}.")

@@ -210,21 +210,21 @@ def resolve_schedules(cfg: train_config.TrainingConfig,
     """``cfg`` with each optimizer's ``schedule: auto`` and ``decay_steps: 0``
     made concrete for a run of ``total_steps`` optimizer steps (None: unknown).
 
-    ``auto`` is a cosine decay to 0 over the run for the dense optimizer and a
-    constant rate for the tables (docs/training.md, "Learning-rate schedule"):
-    with a constant Adam rate the model's overall calibration swings by ±20%
-    from step to step, so the last step's weights under- or over-predict every
-    task; decaying to 0 ends the run where the swings average out. A run of
-    unknown length keeps a constant rate. ``decay_steps: 0`` on an explicit
-    cosine or exponential schedule means the run's length, which must then be
-    known.
+    ``auto`` is ``anneal`` for the dense optimizer (its rate constant, then a
+    cosine to 0 over the run's last ``anneal_fraction`` of steps) and a constant
+    rate for the tables (docs/training.md, "Learning-rate schedule"): with a
+    constant Adam rate the model's overall calibration swings by ±20% from step
+    to step, so the last step's weights under- or over-predict every task;
+    annealing ends the run where the swings average out. A run of unknown length
+    keeps a constant rate. ``decay_steps: 0`` on an explicit anneal, cosine or
+    exponential schedule means the run's length, which must then be known.
     """
     def resolve(opt: train_config.OptimizerConfig, key: str, dense: bool):
         schedule = opt.schedule
         if schedule == "auto":
-            schedule = "cosine" if dense and total_steps else "constant"
+            schedule = "anneal" if dense and total_steps else "constant"
         decay_steps = opt.decay_steps
-        if schedule in ("cosine", "exponential") and not decay_steps:
+        if schedule in DECAYING and not decay_steps:
             if not total_steps:
                 raise config_lib.ConfigError(
                     f"training.{key}.decay_steps: 0 means the run's total steps, which "
@@ -257,17 +257,41 @@ def total_steps(cfg: train_config.TrainingConfig, records: Optional[int],
 def _schedule(cfg: train_config.OptimizerConfig):
     """The learning rate or schedule of ``cfg``. Alone, an optimizer knows no run
     length: ``auto`` is a constant rate (`resolve_schedules` gives a run's)."""
-    if cfg.schedule in ("cosine", "exponential") and not cfg.decay_steps:
+    if cfg.schedule in DECAYING and not cfg.decay_steps:
         raise ValueError(f"schedule {cfg.schedule!r} with decay_steps=0 (the run's length) "
                          f"is not resolved: pass the config through resolve_schedules.")
     lr = cfg.learning_rate
-    if cfg.schedule == "cosine":
+    if cfg.schedule == "anneal":
+        lr = Anneal(lr, cfg.decay_steps, cfg.anneal_fraction)
+    elif cfg.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, cfg.decay_steps)
     elif cfg.schedule == "exponential":
         lr = keras.optimizers.schedules.ExponentialDecay(lr, cfg.decay_steps, cfg.decay_rate)
     if cfg.warmup_steps:
         lr = _Warmup(lr, cfg.warmup_steps, cfg.learning_rate)
     return lr
+
+
+DECAYING = ("anneal", "cosine", "exponential")
+
+
+class Anneal(keras.optimizers.schedules.LearningRateSchedule):
+    """``peak`` for the first ``(1 - fraction) * steps`` steps, then a cosine to 0
+    at ``steps`` (0 after): lr(t) = peak for t < t0, else
+    peak * (1 + cos(pi * min(t - t0, n) / n)) / 2 with t0 = steps - n and
+    n = max(round(fraction * steps), 1)."""
+
+    def __init__(self, peak, steps, fraction):
+        self.peak, self.steps, self.fraction = float(peak), int(steps), float(fraction)
+        self.tail = max(int(round(fraction * steps)), 1)
+
+    def __call__(self, step):
+        t = tf.cast(step, tf.float32) - float(self.steps - self.tail)
+        frac = tf.clip_by_value(t / float(self.tail), 0.0, 1.0)
+        return self.peak * 0.5 * (1.0 + tf.cos(math.pi * frac))
+
+    def get_config(self):
+        return {"peak": self.peak, "steps": self.steps, "fraction": self.fraction}
 
 
 class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
