@@ -654,7 +654,7 @@ def prepare(config, data_dir: str, model_dir: str, *,
             raise TrainingError("parameter-server training needs training.steps (or shards with "
                                 "a manifest.json giving their record counts).")
         steps_per_epoch = max(n_train // tcfg.batch_size, 1)
-    run_steps = total_steps(tcfg, n_train, None if tcfg.steps else steps_per_epoch)
+    run_steps = total_steps(tcfg, n_train, steps_per_epoch)
     tcfg = resolve_schedules(tcfg, run_steps)
     if tcfg.dense_optimizer.schedule == "constant" and run_steps is None:
         logging.info("training.dense_optimizer.schedule: auto is a constant rate here: the "
