@@ -49,7 +49,8 @@ __all__ = [
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
 ORACLE_JSON = "oracle.json"
-EVAL_METRICS = ("auc", "gauc", "qauc", "logloss", "calibration", "pos_rate", "count")
+EVAL_METRICS = ("auc", "gauc", "qauc", "logloss", "ne", "calibration", "pos_rate", "count",
+                "positives")
 GAP_METRICS = ("auc", "gauc", "qauc")
 
 
@@ -256,9 +257,12 @@ _SECTIONS = (
     ("gauc", "GAUC (per-user AUC, weighted by the user's labelled rows)", True),
     ("qauc", "QAUC (per-query AUC, unweighted mean over queries)", True),
     ("logloss", "Log loss", True),
+    ("ne", "Normalized entropy (log loss / entropy of the positive rate; 1 = predicting the "
+           "rate, lower is better)", False),
     ("calibration", "Calibration (mean prediction / positive rate; 1 = calibrated)", False),
     ("pos_rate", "Positive rate", False),
     ("count", "Labelled rows", False),
+    ("positives", "Positive labels", False),
 )
 
 

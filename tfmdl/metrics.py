@@ -27,7 +27,9 @@ __all__ = [
     "calibration",
     "format_table_markdown",
     "gauc",
+    "entropy",
     "logloss",
+    "normalized_entropy",
     "paired_bootstrap_auc",
     "auc_half_width",
     "pos_rate",
@@ -43,8 +45,8 @@ MISSING_LABEL = -1
 
 _LOGLOSS_EPS = 1e-7
 _AUC_METRICS = ("auc", "gauc", "qauc")
-_ALL_METRICS = ("auc", "gauc", "qauc", "logloss", "calibration", "pos_rate",
-                "count")
+_ALL_METRICS = ("auc", "gauc", "qauc", "logloss", "ne", "calibration", "pos_rate",
+                "count", "positives")
 # Upper bound on the floats in one (replicates x rows) bootstrap chunk.
 _BOOTSTRAP_CHUNK_ELEMS = 2_000_000
 
@@ -378,6 +380,33 @@ def positive_rate(labels, mask=None) -> float:
 pos_rate = positive_rate
 
 
+def entropy(rate: float) -> float:
+    """Binary entropy ``-(r log r + (1 - r) log(1 - r))`` of a positive rate, in
+    nats (the logloss of always predicting ``rate``); nan outside (0, 1)."""
+    r = float(rate)
+    if not 0.0 < r < 1.0:
+        return float("nan")
+    return float(-(r * math.log(r) + (1.0 - r) * math.log1p(-r)))
+
+
+def normalized_entropy(labels, preds, mask=None, eps: float = _LOGLOSS_EPS) -> float:
+    """Logloss divided by the entropy of the positive rate (docs/benchmark_suite.md,
+    "Normalized entropy"): 1.0 is a model no better than predicting the rate,
+    lower is better. Unlike logloss it compares tasks with different rates.
+
+    Returns:
+        NE, or nan on empty input or a slice with no positives or no negatives.
+    """
+    y, p = _prepare(labels, preds, mask)
+    if y.shape[0] == 0:
+        return float("nan")
+    h = entropy(np.mean(y))
+    if math.isnan(h):
+        return h
+    p = np.clip(p, eps, 1.0 - eps)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)) / h)
+
+
 def calibration(labels, preds, mask=None) -> float:
     """Mean prediction divided by positive rate (1.0 = calibrated).
 
@@ -460,12 +489,16 @@ def _slice_metrics(y, p, row_mask, metrics, user_ids, query_ids):
                 out[name] = qauc(y, p, query_ids, row_mask)
         elif name == "logloss":
             out[name] = logloss(y, p, row_mask)
+        elif name == "ne":
+            out[name] = normalized_entropy(y, p, row_mask)
         elif name == "calibration":
             out[name] = calibration(y, p, row_mask)
         elif name == "pos_rate":
             out[name] = positive_rate(y, row_mask)
         elif name == "count":
             out[name] = int(np.count_nonzero(valid_mask(y, row_mask)))
+        elif name == "positives":
+            out[name] = int(np.count_nonzero(valid_mask(y, row_mask) & (np.asarray(y) == 1)))
     return out
 
 
@@ -493,14 +526,16 @@ def slice_table(labels,
         user_ids: Optional ``[n]`` user ids; enables "gauc".
         query_ids: Optional ``[n]`` or ``[n, 2]`` query keys; enables "qauc".
         metrics: Metric names, a subset of ``("auc", "gauc", "qauc",
-            "logloss", "calibration", "pos_rate", "count")``. "gauc"/"qauc"
+            "logloss", "ne", "calibration", "pos_rate", "count", "positives")``
+            ("ne": `normalized_entropy`). "gauc"/"qauc"
             are silently left out when their ids are not given.
         mask: Optional ``[n]`` or ``[n, K]`` boolean mask applied everywhere.
 
     Returns:
         ``{slice_name: {task_name: {metric: value}}}`` with scenario slices in
         order followed by ``"overall"`` (all rows). "count" is the number of
-        rows with a valid label for that task in that slice.
+        rows with a valid label for that task in that slice, "positives" those
+        with label 1.
     """
     unknown = set(metrics) - set(_ALL_METRICS)
     if unknown:

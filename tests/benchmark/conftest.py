@@ -44,17 +44,21 @@ def tiny_configs(tmp_path_factory):
 
 
 def common_flags(data, configs, out):
+    """A quick protocol: one learning rate, at most 2 epochs, and cells with 5 eval
+    positives counted (the tiny eval split has few)."""
     return [f"--data={data}", f"--configs={configs}", f"--out={out}", "--jit_compile=off",
-            "--batch_size=1024", "--seed=0"]
+            "--batch_size=1024", "--seed=0", "--lr_grid=1e-3", "--max_epochs=2",
+            "--min_positives=5"]
 
 
 @pytest.fixture(scope="session")
 def quality_run(tmp_path_factory, bench_data, tiny_configs):
-    """``tfmdl benchmark quality`` on dnn, rankmixer, mdl; returns (out dir, stdout)."""
+    """``tfmdl benchmark quality`` on dnn, rankmixer, mdl with a 2-rate grid;
+    returns (out dir, argv, exit code)."""
     from tfmdl.cli import suite_commands
 
     out = str(tmp_path_factory.mktemp("quality"))
     argv = ["--models=dnn,rankmixer,mdl", f"--params={BUDGET}", f"--tolerance={TOLERANCE}",
             "--n_boot=50"]
-    argv += common_flags(bench_data, tiny_configs, out)
+    argv += common_flags(bench_data, tiny_configs, out) + ["--lr_grid=1e-3,3e-3"]
     return out, argv, run_cli(suite_commands.Quality(), argv)

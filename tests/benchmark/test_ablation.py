@@ -39,7 +39,7 @@ def test_every_variant_switch_reaches_the_config_it_trains(tmp_path, bench_data,
         if model == "mdl":
             assert info["budget"] == budget and abs(info["count"] / budget - 1) <= TOLERANCE
             assert full["params"]["width"] != 24      # the tiny config's width was scaled
-        assert full["training"] == suite.profile.training(0)
+        assert full["training"] == suite.profile.training(0, suite.profile.lr_grid[0])
         for name, overrides in variants.items():
             job = quality.Job(name, model, 0, job_budget, overrides)
             cfg, _ = suite.experiment_config(job)

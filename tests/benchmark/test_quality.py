@@ -28,7 +28,8 @@ def test_quality_writes_table_with_oracle_gap_and_intervals(quality_run):
     table = [l for l in md.splitlines() if l.startswith("| ")]
     assert table[0].startswith("| model | params | featured/like |")
     assert "% of oracle gap closed" in table[0]
-    rows = [l.split(" | ")[0][2:] for l in table[1:5]]
+    assert table[1].startswith("| eval positives | | ")
+    rows = [l.split(" | ")[0][2:] for l in table[2:6]]
     assert rows == ["oracle", "dnn", "rankmixer", "mdl"]
     assert [r["name"] for r in summary["rows"]] == ["dnn", "rankmixer", "mdl"]
     assert len(summary["cells"]) == 12 and summary["metrics"] == ["auc"]
@@ -50,6 +51,30 @@ def test_quality_writes_table_with_oracle_gap_and_intervals(quality_run):
     cell = boot["cells"]["featured/finish"]
     assert cell["low"] <= cell["delta"] <= cell["high"]
     assert f"| mdl − {best} | " in md and "Paired bootstrap" in md
+    # measurable cells: positives per cell; means only over cells with >= 5
+    assert summary["min_positives"] == 5
+    keep = summary["measurable"]
+    assert keep == [n >= 5 for n in summary["positives"]] and 0 < sum(keep) < 12
+    row = summary["rows"][0]
+    kept = [row["cells"]["auc"][c]["mean"] for c, k in zip(summary["cells"], keep) if k]
+    assert row["mean"]["auc"]["mean"] == pytest.approx(np.mean(kept))
+    assert "†" in table[0] and "## Normalized entropy" in md and "## Log loss" in md
+    assert 0 < row["mean"]["ne"]["mean"] < 1.5
+    # the learning-rate grid: every model at both rates; its row reports the rate
+    # whose final weights have the lowest validation logloss
+    grid = summary["grid"]
+    assert sorted((g["name"], g["learning_rate"]) for g in grid) == sorted(
+        (m, lr) for m in ("dnn", "rankmixer", "mdl") for lr in (1e-3, 3e-3))
+    for r in summary["rows"]:
+        mine = [g for g in grid if g["name"] == r["name"]]
+        best_lr = min(mine, key=lambda g: g["val_logloss"])["learning_rate"]
+        assert [g["learning_rate"] for g in mine if g["selected"]] == [best_lr]
+        assert r["learning_rate"] == best_lr
+    for run in summary["runs"]:
+        t = run["training"]
+        assert 1 <= t["epochs"] <= 3 and t["steps"] >= 1 and t["val_logloss"] > 0
+        assert len(t["val_logloss_per_epoch"]) == t["epochs"]
+    assert "## Learning-rate grid" in md
 
 
 @pytest.mark.slow  # shares the quality run (~30 s)
@@ -57,15 +82,21 @@ def test_rerun_skips_finished_models_and_seeds_give_mean_std(quality_run, capsys
     from tfmdl.cli import suite_commands
 
     out, argv, _ = quality_run
+    chosen = {r["name"]: r["learning_rate"] for r in
+              json.loads(_read(out, "quality.json"))["rows"]}
     assert run_cli(suite_commands.Quality(), argv) == 0
     text = capsys.readouterr().out
-    assert text.count("finished earlier, skipped") == 3 and "training |" not in text
-    # seeds=2 on dnn: seed 0 is reused, seed 1 trains; the cells show mean ± std
+    assert text.count("trained earlier") == 6 and text.count("scored earlier") == 3
+    assert "training |" not in text
+    # seeds=2 on dnn: seed 0's grid is reused, seed 1 trains at seed 0's chosen rate
     argv2 = [a for a in argv if not a.startswith("--models")] + ["--models=dnn", "--seeds=2"]
     assert run_cli(suite_commands.Quality(), argv2) == 0
     text = capsys.readouterr().out
-    assert "[1/2] dnn (seed 0): finished earlier" in text
-    assert "[2/2] dnn (seed 1): training | elapsed" in text and "ETA" in text
+    lr = f"{chosen['dnn']:g}"
+    assert "[1/5] dnn (seed 0, lr 0.001): trained earlier" in text
+    assert f"[3/5] dnn (seed 0, lr {lr}): scored earlier" in text
+    assert f"[4/5] dnn (seed 1, lr {lr}): training | elapsed" in text and "ETA" in text
+    assert "(seed 1, lr" not in text.replace(f"(seed 1, lr {lr})", "")   # no grid for seed 1
     summary = json.loads(_read(out, "quality.json"))
     (row,) = summary["rows"]
     assert row["seeds"] == [0, 1]
@@ -78,7 +109,7 @@ def test_rerun_skips_finished_models_and_seeds_give_mean_std(quality_run, capsys
 def _fake(name, model, seed, aucs):
     tasks, scen = ["a", "b"], ["s1", "s2"]
     it = iter(aucs)
-    table = {s: {t: {"auc": next(it)} for t in tasks} for s in scen}
+    table = {s: {t: {"auc": next(it), "positives": 500} for t in tasks} for s in scen}
     return {"name": name, "model": model, "seed": seed, "tasks": tasks, "scenarios": scen,
             "counts": {"total": 10, "embedding": 4, "dense": 6}, "metrics": table,
             "gap_closed": quality.gap_closed(table, ORACLE)}
@@ -102,6 +133,50 @@ def test_summarize_mean_std_gap_and_best_baseline():
     rows = [row, quality.summarize_row([_fake("mdl", "mdl", 0, [0.9] * 4)], ORACLE),
             quality.summarize_row([_fake("y", "mmoe", 0, [0.5] * 4)], ORACLE)]
     assert quality.best_baseline(rows) == "x"      # mdl is excluded, x beats y
+
+
+def test_only_measurable_cells_enter_the_means():
+    runs = [_fake("x", "dnn", 0, [0.7, 0.6, 0.9, 0.5])]
+    runs[0]["metrics"]["s2"]["a"]["positives"] = 40          # the 0.9 cell: too few
+    for cell, ne in zip([c for s in runs[0]["metrics"].values() for c in s.values()],
+                        [0.8, 0.9, 0.1, 1.0]):
+        cell["ne"] = ne
+    assert quality.measurable(runs[0], 100) == [True, True, False, True]
+    row = quality.summarize_row(runs, ORACLE, min_positives=100)
+    assert row["mean"]["auc"]["mean"] == pytest.approx(np.mean([0.7, 0.6, 0.5]))
+    assert row["mean"]["ne"]["mean"] == pytest.approx(np.mean([0.8, 0.9, 1.0]))
+    # gap over the measurable cells the oracle defines: s1/a, s1/b
+    assert row["gap"]["auc"]["mean"] == pytest.approx((0.65 - 0.5) / (0.85 - 0.5) * 100)
+    assert row["cells"]["auc"]["s2/a"]["mean"] == pytest.approx(0.9)   # still shown
+    everything = quality.summarize_row(runs, ORACLE, min_positives=0)
+    assert everything["mean"]["auc"]["mean"] == pytest.approx(np.mean([0.7, 0.6, 0.9, 0.5]))
+    oracle = quality.with_ne({"s": {"a": {"logloss": 0.2, "pos_rate": 0.1}}})
+    h = -(0.1 * np.log(0.1) + 0.9 * np.log(0.9))
+    assert oracle["s"]["a"]["ne"] == pytest.approx(0.2 / h)
+
+
+def test_select_rate_and_profile_errors():
+    recs = [{"learning_rate": 3e-4, "val_logloss": 0.31}, {"learning_rate": 1e-3,
+                                                           "val_logloss": 0.30},
+            {"learning_rate": 3e-3, "val_logloss": None}]
+    assert quality.select_rate(recs) == 1e-3
+    assert quality.select_rate([{"learning_rate": 3e-3, "val_logloss": float("nan")},
+                                {"learning_rate": 1e-3, "val_logloss": 9.0}]) == 1e-3
+    assert quality.parse_rates(["3e-4", " 1e-3"]) == (3e-4, 1e-3)
+    for bad, match in ((["x"], "'x' is not a number"), (["-1"], "positive, finite"),
+                       (["inf"], "positive, finite")):
+        with pytest.raises(quality.BenchmarkError, match=match):
+            quality.parse_rates(bad)
+    with pytest.raises(quality.BenchmarkError, match="repeats a rate"):
+        quality.Profile(lr_grid=(1e-3, 1e-3))
+    with pytest.raises(quality.BenchmarkError, match="validation_fraction=0 leaves nothing"):
+        quality.Profile(validation_fraction=0.0)
+    one = quality.Profile(validation_fraction=0.0, max_epochs=1, lr_grid=(1e-3,))
+    assert "early_stopping" not in one.training(0, 1e-3)
+    t = quality.Profile().training(2, 3e-3)
+    assert t["early_stopping"] == {"metric": "val_loss", "patience": 1, "mode": "min"}
+    assert t["validation_fraction"] == 0.1 and t["epochs"] == 10 and t["seed"] == 2
+    assert t["dense_optimizer"]["learning_rate"] == 3e-3
 
 
 def test_parse_count_and_flag_errors(tiny_configs, bench_data, tmp_path, capsys):

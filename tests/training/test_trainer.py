@@ -142,6 +142,82 @@ def test_anneal_schedule_against_numpy():
         train_config.OptimizerConfig(anneal_fraction=0)
 
 
+def test_anneal_restart_moves_the_cosine():
+    schedule = trainer.Anneal(0.01, 200, 0.1)
+    schedule.restart_at(60, 20)
+    t = np.arange(0, 100)
+    want = 0.01 * 0.5 * (1 + np.cos(np.pi * np.clip((t - 60) / 20, 0, 1)))
+    np.testing.assert_allclose([float(schedule(i)) for i in t], want, atol=1e-8)
+    opt = trainer.make_optimizer(train_config.OptimizerConfig(schedule="anneal",
+                                                              decay_steps=100))
+    assert trainer.anneal_schedule(opt) is opt.learning_rate
+    assert trainer.anneal_schedule(trainer.make_optimizer(train_config.OptimizerConfig())) \
+        is None
+
+
+class _ScriptedMonitor(keras.callbacks.Callback):
+    """Overwrites ``val_loss`` in each epoch's logs with the next scripted value
+    (placed before the early-stopping callback, which reads the same logs)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.weights, self.steps = list(values), [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+        self.steps.append(int(self.model.optimizer.iterations))
+        if epoch < len(self.values):
+            logs["val_loss"] = self.values[epoch]
+
+
+def test_stop_and_anneal_restores_the_best_weights_and_anneals_them():
+    x = np.random.default_rng(0).normal(size=(640, 4)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    model = keras.Sequential([keras.layers.Dense(1, activation="sigmoid")])
+    schedule = trainer.Anneal(0.01, 200, 0.1)
+    model.compile(keras.optimizers.legacy.Adam(schedule), "binary_crossentropy")
+    script = _ScriptedMonitor([1.0, 0.5, 0.6, 0.7, 0.8])
+    stopper = trainer.StopAndAnneal("val_loss", 1, "auto", schedule, fraction=0.25)
+    restored = []
+    grab = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: restored.append(model.get_weights()) if e == 3 else None)
+    history = model.fit(x, y, batch_size=32, epochs=5, verbose=0,
+                        validation_data=(x[:64], y[:64]), callbacks=[script, stopper, grab])
+    # 20 steps per epoch; best at epoch 2 (40 steps), no better at epoch 3: restore
+    # epoch 2's weights at step 60 and anneal them over 0.25 * 40 = 10 steps
+    assert len(history.epoch) == 4 and int(model.optimizer.iterations) == 70
+    for got, want in zip(restored[0], script.weights[1]):
+        np.testing.assert_array_equal(got, want)
+    assert float(schedule(59)) == pytest.approx(0.01) and float(schedule(70)) == 0.0
+    assert len(history.history["val_loss"]) == 4   # the annealed weights are validated
+    assert stopper.report() == {"monitor": "val_loss", "mode": "min", "patience": 1,
+                                "best": 0.5, "best_epoch": 2, "stopped_epoch": 3,
+                                "anneal_steps": 10}
+    assert stopper.pending_steps() == 0
+
+
+def test_early_stopping_in_the_last_epoch_anneals_in_a_tail_fit(feed_dir, tmp_path):
+    m = str(tmp_path / "m")
+    run = trainer.prepare(_config(tmp_path, epochs=2, jit_compile="off",
+                                  validation_fraction=0.2,
+                                  early_stopping={"metric": "val_loss", "patience": 1}),
+                          feed_dir, m)
+    assert isinstance(run.early_stopping, trainer.StopAndAnneal)
+    script = _ScriptedMonitor([0.5, 0.9])
+    run.callbacks.insert(0, script)
+    history = run.fit(verbose=0)
+    summary = run.finish(history)
+    report = summary["early_stopping"]
+    assert report["best_epoch"] == 1 and report["stopped_epoch"] == 2
+    assert report["anneal_steps"] == max(round(0.1 * script.steps[0]), 1)
+    assert len(history.history["val_loss"]) == 3   # the tail's validation
+    steps = int(run.model.optimizer.iterations)
+    assert steps == script.steps[1] + report["anneal_steps"]
+    schedule = trainer.anneal_schedule(run.model.optimizer.optimizers[1])
+    assert float(schedule(steps)) == 0.0
+    assert float(schedule(script.steps[1])) == pytest.approx(1e-3)
+
+
 def test_resolve_schedules():
     cfg = train_config.TrainingConfig(epochs=3, validation_fraction=0.2, batch_size=100)
     assert trainer.total_steps(cfg, 1000) == 3 * 8

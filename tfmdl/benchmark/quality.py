@@ -79,6 +79,19 @@ RESULT_JSON = "result.json"
 PREDICTIONS = "predictions.npz"
 FINGERPRINT = "fingerprint.json"
 FITS_JSON = "fits.json"
+TRAINED_JSON = "trained.json"
+# cells with fewer eval positives are shown but left out of every mean
+# (docs/benchmark_suite.md, "Measurable cells")
+MIN_POSITIVES = 100
+
+
+# Default (train, eval) sizes of the suite's synthetic data per preset
+# (docs/benchmark_suite.md, "Sizes"): the eval split is large enough that every
+# scenario x task cell has >= MIN_POSITIVES positives (feed's rarest cell,
+# featured/dislike at a 0.04% rate, has ~130 of 600k rows); training stays at
+# 100k rows so the 9-model suite converges, with the learning-rate grid, in
+# about 90 minutes on 2 cores.
+SUITE_SIZES = {"feed": (100_000, 600_000), "search": (100_000, 500_000)}
 
 
 class BenchmarkError(ValueError):
@@ -95,6 +108,22 @@ def parse_count(text: str, what: str = "--params") -> int:
         return config_lib.parse_count(text, what)
     except ValueError as exc:
         raise BenchmarkError(str(exc)) from None
+
+
+def parse_rates(values: Sequence[str], what: str = "--lr_grid") -> Tuple[float, ...]:
+    """``["3e-4", "1e-3"]`` -> ``(0.0003, 0.001)``, each checked positive and finite."""
+    out = []
+    for text in values:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise BenchmarkError(f"{what}: {text!r} is not a number.") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise BenchmarkError(f"{what}: {text!r} must be a positive, finite rate.")
+        out.append(value)
+    if not out:
+        raise BenchmarkError(f"{what}: give at least one learning rate.")
+    return tuple(out)
 
 
 def format_count(n: Optional[float]) -> str:
@@ -210,51 +239,92 @@ def prepare_data(request: DataRequest, root: str,
 # --------------------------------------------------------------------------- #
 @dataclasses.dataclass
 class Profile:
-    """The one training profile every job uses (replaces each config's
-    ``training:`` section): dense weights with Adam, embedding tables with
-    Adagrad, the same batch size and epochs."""
+    """The one training protocol every job uses (replaces each config's
+    ``training:`` section; docs/benchmark_suite.md, "The protocol"): dense
+    weights with Adam at every rate of ``lr_grid``, embedding tables with
+    Adagrad, the same batch size; up to ``max_epochs`` epochs with early stopping
+    on the validation logloss (``patience`` epochs; the best epoch's weights are
+    restored and annealed, `trainer.StopAndAnneal`), validating on a fixed,
+    seeded ``validation_fraction`` of the *training* rows, never the eval split."""
     batch_size: int = 1024
-    epochs: int = 1
-    learning_rate: float = 1e-3
+    max_epochs: int = 10
+    patience: int = 1
+    validation_fraction: float = 0.1
+    lr_grid: Tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     embedding_learning_rate: float = 0.05
     jit_compile: str = "auto"
 
     def __post_init__(self):
-        for key in ("batch_size", "epochs"):
+        self.lr_grid = tuple(float(v) for v in self.lr_grid)
+        for key in ("batch_size", "max_epochs", "patience"):
             if getattr(self, key) < 1:
                 raise BenchmarkError(f"--{key} must be >= 1, got {getattr(self, key)}.")
-        for key in ("learning_rate", "embedding_learning_rate"):
-            if getattr(self, key) <= 0:
-                raise BenchmarkError(f"--{key} must be positive, got {getattr(self, key)}.")
+        if not self.lr_grid:
+            raise BenchmarkError("--lr_grid: give at least one learning rate.")
+        if len(set(self.lr_grid)) != len(self.lr_grid):
+            raise BenchmarkError(f"--lr_grid: {list(self.lr_grid)} repeats a rate.")
+        for lr in self.lr_grid + (self.embedding_learning_rate,):
+            if not (lr > 0 and math.isfinite(lr)):
+                raise BenchmarkError(f"learning rates must be positive and finite, got {lr}.")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise BenchmarkError(f"--validation_fraction must be in [0, 1), got "
+                                 f"{self.validation_fraction}.")
+        if self.validation_fraction == 0 and (len(self.lr_grid) > 1 or self.max_epochs > 1):
+            raise BenchmarkError(
+                "--validation_fraction=0 leaves nothing to stop early on or to choose a "
+                "learning rate by (the eval split is never used for either): give a "
+                "fraction, or --max_epochs=1 with a single --lr_grid rate.")
         if self.jit_compile not in ("auto", "on", "off"):
             raise BenchmarkError(f"--jit_compile must be auto, on or off, got "
                                  f"{self.jit_compile!r}.")
 
-    def training(self, seed: int) -> Dict[str, Any]:
-        return {"batch_size": self.batch_size, "epochs": self.epochs,
-                "dense_optimizer": {"name": "adam", "learning_rate": self.learning_rate},
-                "embedding_optimizer": {"name": "adagrad",
-                                        "learning_rate": self.embedding_learning_rate},
-                "jit_compile": self.jit_compile, "seed": seed, "validate": False}
+    @property
+    def validates(self) -> bool:
+        return self.validation_fraction > 0
+
+    def training(self, seed: int, learning_rate: float) -> Dict[str, Any]:
+        out = {"batch_size": self.batch_size, "epochs": self.max_epochs,
+               "dense_optimizer": {"name": "adam", "learning_rate": float(learning_rate)},
+               "embedding_optimizer": {"name": "adagrad",
+                                       "learning_rate": self.embedding_learning_rate},
+               "jit_compile": self.jit_compile, "seed": seed, "validate": self.validates}
+        if self.validates:
+            out["validation_fraction"] = self.validation_fraction
+            out["early_stopping"] = {"metric": "val_loss", "patience": self.patience,
+                                     "mode": "min"}
+        return out
 
     def describe(self) -> str:
-        return (f"batch {self.batch_size}, {self.epochs} epoch(s), dense Adam lr "
-                f"{self.learning_rate:g}, embedding Adagrad lr {self.embedding_learning_rate:g}, "
-                f"XLA {self.jit_compile}")
+        grid = ", ".join(f"{v:g}" for v in self.lr_grid)
+        text = (f"batch {self.batch_size}, dense Adam lr "
+                + (f"{grid}" if len(self.lr_grid) == 1 else
+                   f"best of {{{grid}}} by validation logloss")
+                + f", embedding Adagrad lr {self.embedding_learning_rate:g}, XLA "
+                f"{self.jit_compile}")
+        if self.validates:
+            text += (f"; up to {self.max_epochs} epoch(s), early stopping on the validation "
+                     f"logloss (patience {self.patience}, best weights restored and "
+                     f"annealed) over {self.validation_fraction:.0%} of the training rows")
+        else:
+            text += f"; {self.max_epochs} epoch(s), no validation"
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One training run (module docstring). ``name`` labels its row."""
+    """One training run (module docstring). ``name`` labels its row; the suite
+    fills in ``learning_rate`` from the profile's grid (`Suite.run`)."""
     name: str
     model: str
     seed: int
     budget: Optional[int] = None
     overrides: Tuple[str, ...] = ()
+    learning_rate: Optional[float] = None
 
     @property
     def label(self) -> str:
-        return f"{self.name} (seed {self.seed})"
+        lr = "" if self.learning_rate is None else f", lr {self.learning_rate:g}"
+        return f"{self.name} (seed {self.seed}{lr})"
 
 
 def default_configs_dir() -> str:
@@ -298,21 +368,25 @@ class Suite:
     tolerance: float = 0.05
     verbose: int = 0
     log: Callable[[str], None] = print
+    min_positives: int = MIN_POSITIVES
 
     def __post_init__(self):
         from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
 
         if self.match not in ("total", "dense"):
             raise BenchmarkError(f"--match must be total or dense, got {self.match!r}.")
+        if self.min_positives < 0:
+            raise BenchmarkError(f"--min_positives must be >= 0, got {self.min_positives}.")
         if not os.path.isdir(self.data_dir):
             raise BenchmarkError(f"data directory {self.data_dir} does not exist.")
         self.spec = spec_lib.load_spec(self.data_dir)
         oracle = _read_json(os.path.join(self.data_dir, "oracle.json")) or {}
-        self.oracle = oracle.get("oracle")
+        self.oracle = with_ne(oracle.get("oracle"))
         self.preset = oracle.get("preset") or self.spec.name
         self._spec_hash = _hash(self.spec.to_yaml())
         os.makedirs(self.out_dir, exist_ok=True)
         self._fits = _read_json(os.path.join(self.out_dir, FITS_JSON)) or {}
+        self.grid: List[dict] = []     # every grid run's training record (`run`)
 
     # -- configs ----------------------------------------------------------------
     def config_path(self, model: str) -> Optional[str]:
@@ -363,8 +437,9 @@ class Suite:
         from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
 
         params, info = self.fitted_params(job)
+        lr = self.profile.lr_grid[0] if job.learning_rate is None else job.learning_rate
         raw = {"model": job.model, "params": params,
-               "training": self.profile.training(job.seed)}
+               "training": self.profile.training(job.seed, lr)}
         try:
             cfg = experiment.load_config(raw, self.resolve(job.overrides))
         except (config_lib.ConfigError, ValueError) as exc:
@@ -378,69 +453,107 @@ class Suite:
 
     # -- running ----------------------------------------------------------------
     def run_dir(self, job: Job) -> str:
-        return os.path.join(self.out_dir, "runs", slug(job.name), f"seed{job.seed}")
+        lr = "" if job.learning_rate is None else f"lr{job.learning_rate:g}"
+        return os.path.join(self.out_dir, "runs", slug(job.name), lr, f"seed{job.seed}")
 
     def fingerprint(self, job: Job, config: Mapping[str, Any]) -> str:
         return _hash({"job": dataclasses.asdict(job), "config": config,
                       "data": os.path.abspath(self.data_dir), "spec": self._spec_hash})
 
-    def finished(self, job: Job) -> Optional[dict]:
-        """The saved result of ``job`` when it is complete and current, else None."""
+    def _current(self, job: Job, name: str, needs: Sequence[str] = ()) -> Optional[dict]:
         run_dir = self.run_dir(job)
-        result = _read_json(os.path.join(run_dir, RESULT_JSON))
-        if result is None or not os.path.exists(os.path.join(run_dir, PREDICTIONS)):
+        value = _read_json(os.path.join(run_dir, name))
+        if value is None or not all(os.path.exists(os.path.join(run_dir, n)) for n in needs):
             return None
         try:
             config, _ = self.experiment_config(job)
         except BenchmarkError:
             return None
-        return result if result.get("fingerprint") == self.fingerprint(job, config) else None
+        return value if value.get("fingerprint") == self.fingerprint(job, config) else None
+
+    def finished(self, job: Job) -> Optional[dict]:
+        """The saved result (trained and scored) of ``job`` when it is complete and
+        current, else None."""
+        return self._current(job, RESULT_JSON, (PREDICTIONS,))
+
+    def trained(self, job: Job) -> Optional[dict]:
+        """The saved training record of ``job`` when its training finished with
+        the current config, else None."""
+        return self._current(job, TRAINED_JSON)
 
     def run(self, jobs: Sequence[Job]) -> List[dict]:
-        """Runs (or reuses) every job in order; returns their results."""
-        total, results = len(jobs), []
-        done: Dict[int, dict] = {}
-        for i, job in enumerate(jobs):
-            cached = self.finished(job)
-            if cached is not None:
-                done[i] = cached
-        todo = total - len(done)
-        if done:
-            self.log(f"resume: {len(done)} of {total} runs finished earlier in {self.out_dir}; "
-                     f"{todo} to run")
-        for job in {j.name: j for k, j in enumerate(jobs) if k not in done}.values():
+        """Trains and scores every job; returns the results of ``jobs`` in order.
+
+        Each row name's first seed trains once per rate of the profile's
+        ``lr_grid``; the rate whose final weights have the lowest validation
+        logloss is the row's (`select_rate`), and only that run is scored on the
+        eval split. The row's other seeds train at that rate. Every grid run's
+        training record is kept in `grid` (for the summary JSON).
+        """
+        grid = self.profile.lr_grid
+        first = {}
+        for job in jobs:
+            first[job.name] = min(first.get(job.name, job.seed), job.seed)
+        phase1 = [dataclasses.replace(j, learning_rate=lr) for j in jobs
+                  if j.seed == first[j.name] for lr in grid]
+        others = [j for j in jobs if j.seed != first[j.name]]
+        for job in {j.name: j for j in phase1}.values():
             self.experiment_config(job)   # size every model first: budget errors show at once
-        spent, ran = 0.0, 0
-        for i, job in enumerate(jobs):
-            prefix = f"[{i + 1}/{total}] {job.label}"
-            if i in done:
-                self.log(f"{prefix}: finished earlier, skipped ({self.run_dir(job)})")
-                results.append(done[i])
-                continue
-            eta = (format_seconds(spent / ran * (todo - ran)) if ran
-                   else "known after the first run")
-            self.log(f"{prefix}: training | elapsed {format_seconds(spent)}, ETA {eta}")
-            start = time.perf_counter()
-            result = self.run_one(job)
-            spent += time.perf_counter() - start
-            ran += 1
-            self.log(f"{prefix}: done in {format_seconds(time.perf_counter() - start)}: "
-                     f"{format_count(result['counts']['total'])} params, "
-                     f"{describe_result(result, self.oracle)} | ETA "
-                     f"{format_seconds(spent / ran * (todo - ran))}")
-            results.append(result)
+        progress = _Progress(len(phase1) + len(others) + len(jobs), self.log)
+        records: Dict[Tuple[str, int], List[dict]] = {}
+        for job in phase1:
+            records.setdefault((job.name, job.seed), []).append(self._train(job, progress))
+        chosen: Dict[str, float] = {}
+        self.grid = []
+        for (name, seed), recs in records.items():
+            chosen[name] = select_rate(recs)
+            for r in recs:
+                self.grid.append({**r, "selected": r["learning_rate"] == chosen[name]})
+            if len(grid) > 1:
+                self.log(f"{name}: lr {chosen[name]:g} has the best validation logloss "
+                         + "(" + ", ".join(f"{r['learning_rate']:g}: "
+                                           f"{_fmt(r.get('val_logloss'))}" for r in recs) + ")")
+        results = []
+        for job in jobs:
+            job = dataclasses.replace(job, learning_rate=chosen[job.name])
+            if job.seed != first[job.name]:
+                self._train(job, progress)
+            results.append(self._score(job, progress))
         return results
 
-    def run_one(self, job: Job) -> dict:
-        """Trains (or finishes) and evaluates one job; writes its result."""
+    def _train(self, job: Job, progress: "_Progress") -> dict:
+        """Trains ``job`` (or reuses its finished training); its training record."""
+        record = self.trained(job)
+        if record is not None:
+            progress.skip(f"{job.label}: trained earlier ({self.run_dir(job)})")
+            return record
+        progress.begin(f"{job.label}: training")
+        record = self.train_one(job)
+        progress.end(f"{job.label}: trained {record['epochs']} epoch(s), {record['steps']:,} "
+                     f"steps, validation logloss {_fmt(record.get('val_logloss'))}")
+        return record
+
+    def _score(self, job: Job, progress: "_Progress") -> dict:
+        cached = self.finished(job)
+        if cached is not None:
+            progress.skip(f"{job.label}: scored earlier ({self.run_dir(job)})")
+            return cached
+        progress.begin(f"{job.label}: scoring the eval split")
+        result = self.score_one(job)
+        progress.end(f"{job.label}: {format_count(result['counts']['total'])} params, "
+                     f"{describe_result(result, self.oracle, self.min_positives)}")
+        return result
+
+    def train_one(self, job: Job) -> dict:
+        """Trains (or finishes) ``job``; writes and returns its training record:
+        epochs and optimizer steps run, the early-stopping report, the validation
+        logloss per epoch and of the final weights (mean over tasks)."""
         import tf_keras as keras  # pylint: disable=g-import-not-at-top
 
-        from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
-        from tfmdl.models import cost  # pylint: disable=g-import-not-at-top
         from tfmdl.training import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
         from tfmdl.training import trainer  # pylint: disable=g-import-not-at-top
 
-        config, fit_info = self.experiment_config(job)
+        config, _ = self.experiment_config(job)
         fingerprint = self.fingerprint(job, config)
         run_dir = self.run_dir(job)
         model_dir = os.path.join(run_dir, "model")
@@ -452,16 +565,41 @@ class Suite:
         keras.backend.clear_session()
         keras.utils.set_random_seed(job.seed)
         start = time.perf_counter()
-        if model_dir_lib.has_final_weights(model_dir):   # trained, killed before scoring
-            built, _ = model_dir_lib.load_trained(model_dir)
+        if model_dir_lib.has_final_weights(model_dir):   # trained, killed before the record
             summary = _read_json(model_dir_lib.path(model_dir, model_dir_lib.SUMMARY)) or {}
-            train_seconds = summary.get("seconds")
+            seconds = summary.get("seconds")
         else:
             run = trainer.prepare(config, self.data_dir, model_dir)
             history = run.fit(verbose=self.verbose)
-            run.finish(history)
-            built = run.built
-            train_seconds = time.perf_counter() - start
+            summary = run.finish(history)
+            seconds = time.perf_counter() - start
+        history = summary.get("history") or {}
+        tasks = len(self.spec.task_names)
+        val = [v / tasks for v in history.get("val_loss", [])]
+        record = {"fingerprint": fingerprint, "name": job.name, "model": job.model,
+                  "seed": job.seed, "learning_rate": job.learning_rate,
+                  "epochs": len(history.get("loss", [])), "steps": summary.get("steps"),
+                  "early_stopping": summary.get("early_stopping"),
+                  "val_logloss_per_epoch": val, "val_logloss": val[-1] if val else None,
+                  "train_seconds": seconds, "model_dir": model_dir}
+        write_json(os.path.join(run_dir, TRAINED_JSON), record)
+        return json.loads(json.dumps(evaluation_json_safe(record)))
+
+    def score_one(self, job: Job) -> dict:
+        """Scores trained ``job`` on the eval split; writes its result."""
+        import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
+        from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
+        from tfmdl.models import cost  # pylint: disable=g-import-not-at-top
+        from tfmdl.training import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
+
+        record = self.trained(job)
+        if record is None:
+            raise BenchmarkError(f"{job.label}: not trained yet ({self.run_dir(job)}).")
+        config, fit_info = self.experiment_config(job)
+        run_dir = self.run_dir(job)
+        keras.backend.clear_session()
+        built, _ = model_dir_lib.load_trained(record["model_dir"])
         preds = evaluation.predict(built, self.spec, self.data_dir)
         table = metrics.slice_table(preds.labels, preds.preds, preds.scenarios, preds.task_names,
                                     preds.scenario_names, user_ids=preds.user_ids,
@@ -477,32 +615,97 @@ class Suite:
         np.savez(tmp, **arrays)
         os.replace(tmp, os.path.join(run_dir, PREDICTIONS))
         result = {
-            "fingerprint": fingerprint, "name": job.name, "model": job.model,
+            "fingerprint": record["fingerprint"], "name": job.name, "model": job.model,
             "seed": job.seed, "budget": job.budget, "overrides": self.resolve(job.overrides),
+            "learning_rate": job.learning_rate,
             "config_source": fit_info["source"], "params": config["params"],
             "counts": cost.parameter_counts(built),
             "flops_per_example": cost.flops_per_example(built),
-            "train_seconds": train_seconds, "eval_rows": preds.num_rows,
+            "train_seconds": record.get("train_seconds"), "eval_rows": preds.num_rows,
+            "training": {k: record.get(k) for k in ("epochs", "steps", "early_stopping",
+                                                    "val_logloss", "val_logloss_per_epoch")},
             "tasks": preds.task_names, "scenarios": preds.scenario_names,
             "metrics": table, "gap_closed": gap_closed(table, self.oracle),
-            "model_dir": model_dir,
+            "min_positives": self.min_positives, "model_dir": record["model_dir"],
         }
         write_json(os.path.join(run_dir, RESULT_JSON), result)
-        return json.loads(json.dumps(evaluation.json_safe(result)))
+        return json.loads(json.dumps(evaluation_json_safe(result)))
 
 
-def describe_result(result: Mapping[str, Any], oracle: Optional[Mapping] = None) -> str:
-    """``mean AUC 0.7123 (61.2% of the oracle gap)`` for a progress line."""
+def evaluation_json_safe(value: Any) -> Any:
+    from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
+
+    return evaluation.json_safe(value)
+
+
+def _fmt(value: Optional[float], pattern: str = "{:.5f}") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else pattern.format(value)
+
+
+def select_rate(records: Sequence[Mapping[str, Any]]) -> float:
+    """The learning rate of the record with the lowest final validation logloss
+    (a run without one, e.g. diverged, never wins; the first rate when none has
+    one)."""
+    def key(r):
+        v = r.get("val_logloss")
+        return (0, v) if v is not None and math.isfinite(v) else (1, 0.0)
+    return min(records, key=key)["learning_rate"]
+
+
+class _Progress:
+    """``[i/N] label: ... | elapsed, ETA`` lines over a suite's steps (the ETA
+    from the mean time of the steps run so far)."""
+
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.total, self.log = total, log
+        self.index = self.ran = 0
+        self.spent = 0.0
+        self.started = None
+
+    def _prefix(self) -> str:
+        return f"[{self.index}/{self.total}]"
+
+    def _eta(self) -> str:
+        if not self.ran:
+            return "known after the first step"
+        return format_seconds(self.spent / self.ran * max(self.total - self.index, 0))
+
+    def skip(self, text: str) -> None:
+        self.index += 1
+        self.log(f"{self._prefix()} {text}")
+
+    def begin(self, text: str) -> None:
+        self.index += 1
+        self.started = time.perf_counter()
+        self.log(f"{self._prefix()} {text} | elapsed {format_seconds(self.spent)}, "
+                 f"ETA {self._eta()}")
+
+    def end(self, text: str) -> None:
+        took = time.perf_counter() - self.started
+        self.spent += took
+        self.ran += 1
+        self.log(f"{self._prefix()} {text} ({format_seconds(took)}) | ETA {self._eta()}")
+
+
+def describe_result(result: Mapping[str, Any], oracle: Optional[Mapping] = None,
+                    min_positives: int = MIN_POSITIVES) -> str:
+    """``mean AUC 0.7123 (61.2% of the oracle gap), mean NE 0.8123 over 10 of 12
+    cells`` for a progress line (means over the measurable cells)."""
+    keep = measurable(result, min_positives)
     parts = []
     for metric in result_metrics(result):
-        values = cell_values(result["metrics"], result, metric)
+        values = _kept(cell_values(result["metrics"], result, metric), keep)
         mean = _nanmean(values)
         text = f"mean {metric.upper()} " + ("n/a" if mean is None else f"{mean:.4f}")
-        gap = gap_of_means(values, cell_values(oracle, result, metric) if oracle else None)
+        gap = gap_of_means(values, _kept(cell_values(oracle, result, metric), keep)
+                           if oracle else None)
         if gap is not None:
             text += f" ({gap:.1f}% of the oracle gap)"
         parts.append(text)
-    return ", ".join(parts)
+    ne = _nanmean(_kept(cell_values(result["metrics"], result, "ne"), keep))
+    parts.append("mean NE " + ("n/a" if ne is None else f"{ne:.4f}"))
+    return ", ".join(parts) + f" over {sum(keep)} of {len(keep)} cells"
 
 
 # --------------------------------------------------------------------------- #
@@ -521,6 +724,48 @@ def cells(result: Mapping[str, Any]) -> List[Tuple[str, str]]:
 
 def cell_values(table: Mapping, result: Mapping[str, Any], metric: str) -> List[Optional[float]]:
     return [(table.get(s, {}).get(t) or {}).get(metric) for s, t in cells(result)]
+
+
+def positives(result: Mapping[str, Any]) -> List[int]:
+    """Eval positives per cell (`cells` order)."""
+    out = []
+    for s, t in cells(result):
+        m = result["metrics"].get(s, {}).get(t) or {}
+        if m.get("positives") is not None:
+            out.append(int(m["positives"]))
+        else:
+            count, rate = m.get("count"), m.get("pos_rate")
+            out.append(int(round(count * rate)) if count and _defined(rate) else 0)
+    return out
+
+
+def measurable(result: Mapping[str, Any], min_positives: int = MIN_POSITIVES) -> List[bool]:
+    """Per cell: has it at least ``min_positives`` eval positives? Only these
+    cells enter the means and the "% of the oracle gap closed" (an AUC on 10
+    positives is noise; docs/benchmark_suite.md, "Measurable cells")."""
+    return [p >= min_positives for p in positives(result)]
+
+
+def _kept(values: Sequence[Optional[float]], keep: Sequence[bool]) -> List[Optional[float]]:
+    return [v for v, k in zip(values, keep) if k]
+
+
+def with_ne(table: Optional[Mapping]) -> Optional[Dict[str, Any]]:
+    """A slice table with each cell's normalized entropy filled in from its
+    logloss and positive rate where it has none (the generator's oracle table)."""
+    if not table:
+        return None
+    out: Dict[str, Any] = {}
+    for slice_name, per_task in table.items():
+        out[slice_name] = {}
+        for task, values in per_task.items():
+            values = dict(values)
+            if "ne" not in values and _defined(values.get("logloss")) and \
+                    _defined(values.get("pos_rate")):
+                h = metrics.entropy(values["pos_rate"])
+                values["ne"] = values["logloss"] / h if _defined(h) else None
+            out[slice_name][task] = values
+    return out
 
 
 def gap_closed(table: Mapping, oracle: Optional[Mapping]) -> Optional[Dict[str, Any]]:
@@ -576,28 +821,41 @@ def _nanmean(values: Sequence[Optional[float]]) -> Optional[float]:
     return float(np.mean(vals)) if vals else None
 
 
+LOSS_METRICS = ("logloss", "ne")   # per-cell, lower is better; no oracle-gap figure
+
+
 def summarize_row(results: Sequence[Mapping[str, Any]],
-                  oracle: Optional[Mapping] = None) -> Dict[str, Any]:
+                  oracle: Optional[Mapping] = None,
+                  min_positives: int = MIN_POSITIVES) -> Dict[str, Any]:
     """One table row from the runs (seeds) of one name: per metric and cell the
-    mean and std over seeds; ``mean`` is the mean over cells and ``gap`` the
-    `gap_of_means` against ``oracle`` (each per seed, then mean ± std over seeds)."""
+    mean and std over seeds; ``mean`` is the mean over the measurable cells
+    (`measurable`) and ``gap`` the `gap_of_means` against ``oracle`` over the
+    same cells (each per seed, then mean ± std over seeds). Metrics: the AUCs of
+    `result_metrics` and `LOSS_METRICS`."""
     first = results[0]
+    keep = measurable(first, min_positives)
+    training = [r.get("training") or {} for r in results]
     row: Dict[str, Any] = {
         "name": first["name"], "model": first["model"], "budget": first.get("budget"),
         "overrides": first.get("overrides", []), "seeds": [r["seed"] for r in results],
+        "learning_rate": first.get("learning_rate"),
         "params": first["counts"], "flops_per_example": first.get("flops_per_example"),
         "train_seconds": _stats([r.get("train_seconds") for r in results]),
+        "epochs": _stats([t.get("epochs") for t in training]),
+        "val_logloss": _stats([t.get("val_logloss") for t in training]),
         "config_source": first.get("config_source"),
         "cells": {}, "mean": {}, "gap_cells": {}, "gap": {}}
-    for metric in result_metrics(first):
-        keys = [f"{s}/{t}" for s, t in cells(first)]
+    keys = [f"{s}/{t}" for s, t in cells(first)]
+    for metric in list(result_metrics(first)) + list(LOSS_METRICS):
         per_seed = [cell_values(r["metrics"], r, metric) for r in results]
-        gaps = [cell_values(r.get("gap_closed") or {}, r, metric) for r in results]
-        ref = cell_values(oracle, first, metric) if oracle else None
         row["cells"][metric] = {k: _stats([v[j] for v in per_seed]) for j, k in enumerate(keys)}
+        row["mean"][metric] = _stats([_nanmean(_kept(v, keep)) for v in per_seed])
+        if metric in LOSS_METRICS:
+            continue
+        gaps = [cell_values(r.get("gap_closed") or {}, r, metric) for r in results]
+        ref = _kept(cell_values(oracle, first, metric), keep) if oracle else None
         row["gap_cells"][metric] = {k: _stats([v[j] for v in gaps]) for j, k in enumerate(keys)}
-        row["mean"][metric] = _stats([_nanmean(v) for v in per_seed])
-        row["gap"][metric] = _stats([gap_of_means(v, ref) for v in per_seed])
+        row["gap"][metric] = _stats([gap_of_means(_kept(v, keep), ref) for v in per_seed])
     return row
 
 
@@ -609,23 +867,28 @@ def group_results(results: Sequence[Mapping[str, Any]]) -> Dict[str, List[Mappin
     return out
 
 
-def oracle_row(oracle: Optional[Mapping], result: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def oracle_row(oracle: Optional[Mapping], result: Mapping[str, Any],
+               min_positives: int = MIN_POSITIVES) -> Optional[Dict[str, Any]]:
     if not oracle:
         return None
+    keep = measurable(result, min_positives)
     row: Dict[str, Any] = {"name": "oracle", "cells": {}, "mean": {}}
-    for metric in result_metrics(result):
+    for metric in list(result_metrics(result)) + list(LOSS_METRICS):
         values = cell_values(oracle, result, metric)
         row["cells"][metric] = {f"{s}/{t}": {"mean": v, "std": None, "n": 1}
                                 for (s, t), v in zip(cells(result), values)}
-        row["mean"][metric] = {"mean": _nanmean(values), "std": None, "n": 1}
+        row["mean"][metric] = {"mean": _nanmean(_kept(values, keep)), "std": None, "n": 1}
     return row
 
 
 def best_baseline(rows: Sequence[Mapping[str, Any]],
-                  exclude: Sequence[str] = FOCUS_MODELS) -> Optional[str]:
-    """The row with the highest mean AUC among rows whose model is not excluded."""
-    scored = [(r["mean"]["auc"]["mean"], r["name"]) for r in rows
-              if r["model"] not in exclude and r["mean"].get("auc", {}).get("mean") is not None]
+                  exclude: Sequence[str] = FOCUS_MODELS,
+                  metric: str = "auc") -> Optional[str]:
+    """The row with the highest mean ``metric`` among rows whose model is not
+    excluded."""
+    scored = [(r["mean"][metric]["mean"], r["name"]) for r in rows
+              if r["model"] not in exclude and
+              r["mean"].get(metric, {}).get("mean") is not None]
     return max(scored)[1] if scored else None
 
 
@@ -684,7 +947,7 @@ def _seeds(seed: int, seeds: int) -> List[int]:
 def _table_summary(suite: Suite, kind: str, results: List[dict], extra: Mapping[str, Any],
                    pairs: Sequence[Tuple[str, str]], n_boot: int) -> Dict[str, Any]:
     grouped = group_results(results)
-    rows = [summarize_row(rs, suite.oracle) for rs in grouped.values()]
+    rows = [summarize_row(rs, suite.oracle, suite.min_positives) for rs in grouped.values()]
     bootstrap = []
     for a, b in pairs:
         if a in grouped and b in grouped and n_boot > 0:
@@ -696,12 +959,17 @@ def _table_summary(suite: Suite, kind: str, results: List[dict], extra: Mapping[
         "eval_rows": first["eval_rows"], "tasks": first["tasks"],
         "scenarios": first["scenarios"], "metrics": result_metrics(first),
         "cells": [f"{s}/{t}" for s, t in cells(first)],
+        "positives": positives(first), "measurable": measurable(first, suite.min_positives),
+        "min_positives": suite.min_positives,
         "profile": dataclasses.asdict(suite.profile), "profile_text": suite.profile.describe(),
         "match": suite.match, "tolerance": suite.tolerance,
-        "oracle": oracle_row(suite.oracle, first), "rows": rows, "bootstrap": bootstrap,
-        "runs": [{k: r.get(k) for k in ("name", "model", "seed", "counts", "flops_per_example",
-                                         "train_seconds", "config_source", "model_dir",
-                                         "overrides")} for r in results],
+        "oracle": oracle_row(suite.oracle, first, suite.min_positives), "rows": rows,
+        "bootstrap": bootstrap,
+        "runs": [{k: r.get(k) for k in ("name", "model", "seed", "learning_rate", "counts",
+                                         "flops_per_example", "train_seconds", "training",
+                                         "config_source", "model_dir", "overrides")}
+                 for r in results],
+        "grid": suite.grid,
         **extra}
 
 
@@ -713,8 +981,9 @@ def quality(suite: Suite, models: Sequence[str], budget: Optional[int] = None, s
     jobs = [Job(name=m, model=m, seed=s, budget=budget)
             for m in models for s in _seeds(seed, seeds)]
     results = suite.run(jobs)
-    best = best_baseline([summarize_row(rs, suite.oracle)
-                          for rs in group_results(results).values()])
+    best = best_baseline([summarize_row(rs, suite.oracle, suite.min_positives)
+                          for rs in group_results(results).values()],
+                         metric=result_metrics(results[0])[0])
     pairs = [(m, best) for m in models if m in FOCUS_MODELS and best is not None]
     return _table_summary(suite, "quality", results,
                           {"models": models, "budget": budget, "seeds": _seeds(seed, seeds),
@@ -770,13 +1039,16 @@ def scaling(suite: Suite, models: Sequence[str], budgets: Sequence[int],
     first = results[0]
     metric = "auc"
     points = []
+    keep = measurable(first, suite.min_positives)
     for r in results:
-        values = cell_values(r["metrics"], r, metric)
-        gap = gap_of_means(values, cell_values(suite.oracle, r, metric) if suite.oracle
-                           else None)
-        extra = {}
+        values = _kept(cell_values(r["metrics"], r, metric), keep)
+        gap = gap_of_means(values, _kept(cell_values(suite.oracle, r, metric), keep)
+                           if suite.oracle else None)
+        extra = {"mean_ne": _nanmean(_kept(cell_values(r["metrics"], r, "ne"), keep)),
+                 "learning_rate": r.get("learning_rate"),
+                 "epochs": (r.get("training") or {}).get("epochs")}
         if "qauc" in result_metrics(r):
-            extra["mean_qauc"] = _nanmean(cell_values(r["metrics"], r, "qauc"))
+            extra["mean_qauc"] = _nanmean(_kept(cell_values(r["metrics"], r, "qauc"), keep))
         points.append({"name": r["name"], "model": r["model"], "budget": r["budget"],
                        "params": r["counts"]["total"], "dense_params": r["counts"]["dense"],
                        "embedding_params": r["counts"]["embedding"],
@@ -784,10 +1056,12 @@ def scaling(suite: Suite, models: Sequence[str], budgets: Sequence[int],
                        "mean_auc": _nanmean(values), "gap_closed": gap,
                        "train_seconds": r.get("train_seconds"), "model_dir": r["model_dir"],
                        **extra})
-    oracle = oracle_row(suite.oracle, first)
+    oracle = oracle_row(suite.oracle, first, suite.min_positives)
     return {"kind": "scaling", "preset": suite.preset, "data": suite.data_dir,
             "eval_rows": first["eval_rows"], "models": models, "budgets": budgets,
-            "seed": seed, "metric": "mean AUC over scenario x task cells",
+            "seed": seed, "metric": f"mean AUC over the {sum(keep)} of {len(keep)} scenario x "
+                                    f"task cells with >= {suite.min_positives} eval positives",
+            "grid": suite.grid, "min_positives": suite.min_positives,
             "profile": dataclasses.asdict(suite.profile),
             "profile_text": suite.profile.describe(), "match": suite.match,
             "tolerance": suite.tolerance,

@@ -22,7 +22,10 @@ from tfmdl import plots
 from tfmdl.benchmark import quality as quality_lib
 from tfmdl.pipelines import tfrecord
 
-_METRIC_NAMES = {"auc": "AUC", "qauc": "QAUC (per-query AUC)", "gauc": "GAUC"}
+_METRIC_NAMES = {"auc": "AUC", "qauc": "QAUC (per-query AUC)", "gauc": "GAUC",
+                 "logloss": "Log loss (lower is better)",
+                 "ne": "Normalized entropy (log loss / entropy of the cell's positive rate; "
+                       "lower is better)"}
 
 
 def _machine() -> str:
@@ -65,28 +68,73 @@ def _header(summary: Mapping[str, Any], title: str, command: Optional[str]) -> L
     return lines
 
 
+def _cell_heads(summary: Mapping[str, Any]) -> List[str]:
+    """Cell column titles; a cell outside the means is marked ``†``."""
+    keep = summary.get("measurable") or [True] * len(summary["cells"])
+    return [c if k else f"{c} †" for c, k in zip(summary["cells"], keep)]
+
+
+def _positives_line(summary: Mapping[str, Any]) -> List[str]:
+    counts = summary.get("positives")
+    if not counts:
+        return []
+    return ["| eval positives | | " + " | ".join(f"{n:,}" for n in counts) + " | | |"]
+
+
 def _row_table(summary: Mapping[str, Any], metric: str) -> List[str]:
     cells = summary["cells"]
-    head = ["model", "params"] + cells + ["mean", "% of oracle gap closed"]
+    loss = metric in quality_lib.LOSS_METRICS
+    head = ["model", "params"] + _cell_heads(summary) + \
+        ["mean", "epochs · lr" if loss else "% of oracle gap closed"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join(["---", "---:"] + ["---:"] * (len(cells) + 2)) + "|"]
+    lines += _positives_line(summary)
     oracle = summary.get("oracle")
-    if oracle:
+    if oracle and metric in oracle["cells"]:
         lines.append("| " + " | ".join(
             ["oracle", ""] + [_value(oracle["cells"][metric][c]) for c in cells]
-            + [_value(oracle["mean"][metric]), "100.0"]) + " |")
+            + [_value(oracle["mean"][metric]), "" if loss else "100.0"]) + " |")
     for row in summary["rows"]:
+        if loss:
+            lr = row.get("learning_rate")
+            last = f"{_value(row.get('epochs'), '{:.1f}')} · " + \
+                ("n/a" if lr is None else f"{lr:g}")
+        else:
+            last = _value(row["gap"].get(metric), "{:.1f}")
         lines.append("| " + " | ".join(
             [row["name"], quality_lib.format_count(row["params"]["total"])]
             + [_value(row["cells"][metric][c]) for c in cells]
-            + [_value(row["mean"][metric]), _value(row["gap"].get(metric), "{:.1f}")])
-            + " |")
+            + [_value(row["mean"][metric]), last]) + " |")
+    return lines
+
+
+def _grid_table(summary: Mapping[str, Any]) -> List[str]:
+    grid = summary.get("grid") or []
+    if not grid:
+        return []
+    rates = sorted({g["learning_rate"] for g in grid})
+    lines = ["| row | " + " | ".join(f"lr {r:g}" for r in rates) + " |",
+             "|---|" + "---:|" * len(rates)]
+    by_name: Dict[str, Dict[float, Mapping[str, Any]]] = {}
+    for g in grid:
+        by_name.setdefault(g["name"], {})[g["learning_rate"]] = g
+    for name, per_rate in by_name.items():
+        out = []
+        for r in rates:
+            g = per_rate.get(r)
+            if g is None:
+                out.append("")
+                continue
+            text = (f"{_num(g.get('val_logloss'), '{:.5f}')} ({g.get('epochs')} ep, "
+                    f"{_num(g.get('train_seconds'), '{:.0f}')} s)")
+            out.append(f"**{text}**" if g.get("selected") else text)
+        lines.append(f"| {name} | " + " | ".join(out) + " |")
     return lines
 
 
 def _bootstrap_table(summary: Mapping[str, Any]) -> List[str]:
     cells = summary["cells"]
-    lines = ["| comparison | " + " | ".join(cells) + " | mean delta |",
+    lines = ["| comparison | " + " | ".join(_cell_heads(summary)) + " | mean delta |",
              "|---|" + "---:|" * (len(cells) + 1)]
     for b in summary["bootstrap"]:
         out = []
@@ -106,22 +154,35 @@ def _bootstrap_table(summary: Mapping[str, Any]) -> List[str]:
 
 def _gap_table(summary: Mapping[str, Any], metric: str) -> List[str]:
     cells = summary["cells"]
-    lines = ["| model | " + " | ".join(cells) + " |", "|---|" + "---:|" * len(cells)]
+    lines = ["| model | " + " | ".join(_cell_heads(summary)) + " |",
+             "|---|" + "---:|" * len(cells)]
     for row in summary["rows"]:
         lines.append(f"| {row['name']} | " + " | ".join(
             _value(row["gap_cells"][metric][c], "{:.1f}") for c in cells) + " |")
     return lines
 
 
+def _steps(steps: Optional[int]) -> str:
+    return "n/a" if steps is None else f"{steps:,}"
+
+
 def _runs_table(summary: Mapping[str, Any]) -> List[str]:
-    lines = ["| row | seed | params (total / embedding / dense) | FLOPs/example | train s | "
-             "config | model dir |", "|---|---:|---:|---:|---:|---|---|"]
+    lines = ["| row | seed | lr | params (total / embedding / dense) | FLOPs/example | "
+             "epochs (best) | steps | validation logloss | train s | config | model dir |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in summary["runs"]:
         c = r["counts"]
         secs = r.get("train_seconds")
+        t = r.get("training") or {}
+        best = (t.get("early_stopping") or {}).get("best_epoch")
+        lr = r.get("learning_rate")
         lines.append(
-            f"| {r['name']} | {r['seed']} | {c['total']:,} / {c['embedding']:,} / "
+            f"| {r['name']} | {r['seed']} | {'n/a' if lr is None else f'{lr:g}'} | "
+            f"{c['total']:,} / {c['embedding']:,} / "
             f"{c['dense']:,} | {quality_lib.format_count(r.get('flops_per_example'))} | "
+            f"{t.get('epochs', 'n/a')}{f' ({best})' if best else ''} | "
+            f"{_steps(t.get('steps'))} | "
+            f"{_num(t.get('val_logloss'), '{:.5f}')} | "
             f"{'n/a' if secs is None else f'{secs:.0f}'} | {r.get('config_source')} "
             f"{' '.join('--set ' + o for o in r.get('overrides') or [])} | {r['model_dir']} |")
     return lines
@@ -144,9 +205,20 @@ def table_markdown(summary: Mapping[str, Any], command: Optional[str] = None) ->
     lines.append("- oracle: the true click probabilities of the synthetic generator "
                  "(Bayes-optimal); % of oracle gap closed = (mean - 0.5) / (oracle mean - 0.5)"
                  " x 100 over the cells both define (per cell in the gap tables below)")
-    for metric in summary["metrics"]:
-        lines += ["", f"## {_METRIC_NAMES.get(metric, metric)} per scenario / task", ""]
+    if summary.get("measurable") is not None:
+        keep = summary["measurable"]
+        lines.append(f"- measurable cells: {sum(keep)} of {len(keep)} have at least "
+                     f"{summary['min_positives']} eval positives; means and gaps are over "
+                     f"those; cells marked † are shown but left out")
+    for metric in list(summary["metrics"]) + list(quality_lib.LOSS_METRICS):
+        title = _METRIC_NAMES.get(metric, metric)
+        lines += ["", f"## {title} per scenario / task", ""]
         lines += _row_table(summary, metric)
+    if summary.get("grid") and len({g["learning_rate"] for g in summary["grid"]}) > 1:
+        lines += ["", "## Learning-rate grid: validation logloss of the final weights", "",
+                  "Mean over tasks, on the held-out training rows (first seed); bold: the "
+                  "rate each row reports.", ""]
+        lines += _grid_table(summary)
     if summary["bootstrap"]:
         b0 = summary["bootstrap"][0]
         level = int(round((1 - b0["alpha"]) * 100))
@@ -175,8 +247,10 @@ def scaling_markdown(summary: Mapping[str, Any], command: Optional[str] = None) 
                  "costs about 3x")
     qauc = any("mean_qauc" in p for p in summary["points"])
     lines += ["", "| model | budget | params | embedding | dense | FLOPs/example | mean AUC | "
-              + ("mean QAUC | " if qauc else "") + "% of oracle gap closed | train s |",
-              "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if qauc else "") + "---:|---:|"]
+              + ("mean QAUC | " if qauc else "") + "% of oracle gap closed | mean NE | lr | "
+              "epochs | train s |",
+              "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if qauc else "")
+              + "---:|---:|---:|---:|---:|"]
     for p in summary["points"]:
         secs = p.get("train_seconds")
         lines.append(
@@ -185,7 +259,8 @@ def scaling_markdown(summary: Mapping[str, Any], command: Optional[str] = None) 
             f"{quality_lib.format_count(p['flops_per_example'])} | "
             f"{_num(p['mean_auc'], '{:.4f}')} | "
             + (f"{_num(p.get('mean_qauc'), '{:.4f}')} | " if qauc else "")
-            + f"{_num(p['gap_closed'], '{:.1f}')} | "
+            + f"{_num(p['gap_closed'], '{:.1f}')} | {_num(p.get('mean_ne'), '{:.4f}')} | "
+            f"{_num(p.get('learning_rate'), '{:g}')} | {p.get('epochs', 'n/a')} | "
             f"{'n/a' if secs is None else f'{secs:.0f}'} |")
     return "\n".join(lines) + "\n"
 

@@ -18,8 +18,10 @@ DEFAULT_MODELS = ["mdl", "pmta", "rankmixer", "shared_bottom", "mmoe", "ple", "s
 def _define_common(fv, seeds: bool) -> None:
     flags.DEFINE_enum("preset", "feed", ["feed", "search"], "synthetic data preset",
                       flag_values=fv)
-    flags.DEFINE_integer("train", 100_000, "train examples", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("eval", 20_000, "eval examples", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("train", None, "train examples (default: the preset's suite size, "
+                         "tfmdl.benchmark.quality.SUITE_SIZES)", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("eval", None, "eval examples (default: the preset's suite size)",
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "data seed, and the first training seed", flag_values=fv)
     flags.DEFINE_integer("users", None, "synthetic users (preset default)", flag_values=fv)
     flags.DEFINE_integer("items", None, "synthetic items (preset default)", flag_values=fv)
@@ -37,11 +39,23 @@ def _define_common(fv, seeds: bool) -> None:
                       "all trainable parameters or the non-embedding ones", flag_values=fv)
     flags.DEFINE_float("tolerance", 0.05, "accepted relative error of a parameter budget",
                        flag_values=fv)
-    flags.DEFINE_integer("epochs", 1, "epochs (every model)", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("max_epochs", 10, "most epochs of a run (every model); early "
+                         "stopping on the validation logloss ends most runs sooner",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("patience", 1, "epochs without a better validation logloss before "
+                         "a run stops (its best weights are restored and annealed)",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("validation_fraction", 0.1, "fraction of the training rows held out "
+                       "(fixed, seeded) to stop early on and to pick the learning rate by; "
+                       "the eval split is never used for either", flag_values=fv)
+    flags.DEFINE_list("lr_grid", ["3e-4", "1e-3", "3e-3"], "Adam learning rates of the dense "
+                      "weights: every model trains at each, and its row reports the one with "
+                      "the best validation logloss", flag_values=fv)
+    flags.DEFINE_integer("min_positives", 100, "cells with fewer eval positives are shown but "
+                         "left out of the means and the oracle-gap figure", lower_bound=0,
+                         flag_values=fv)
     flags.DEFINE_integer("batch_size", 1024, "batch size (every model)", lower_bound=1,
                          flag_values=fv)
-    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the dense weights",
-                       flag_values=fv)
     flags.DEFINE_float("embedding_learning_rate", 0.05, "Adagrad learning rate of the "
                        "embedding tables", flag_values=fv)
     flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA", flag_values=fv)
@@ -80,16 +94,20 @@ class _SuiteCommand(Command, abc.ABC):
         else:
             synth = tuple((k, v) for k, v in (("users", fv.users), ("items", fv.items))
                           if v is not None)
-            request = quality.DataRequest(fv.preset, fv.train, fv.eval, fv.seed, synth)
+            train, evals = quality.SUITE_SIZES[fv.preset]
+            request = quality.DataRequest(fv.preset, fv.train or train, fv.eval or evals,
+                                          fv.seed, synth)
             data_dir = quality.prepare_data(request, fv.data_root, log=_log)
-        profile = quality.Profile(batch_size=fv.batch_size, epochs=fv.epochs,
-                                  learning_rate=fv.learning_rate,
+        profile = quality.Profile(batch_size=fv.batch_size, max_epochs=fv.max_epochs,
+                                  patience=fv.patience,
+                                  validation_fraction=fv.validation_fraction,
+                                  lr_grid=quality.parse_rates(fv.lr_grid),
                                   embedding_learning_rate=fv.embedding_learning_rate,
                                   jit_compile=fv.jit_compile)
         return quality.Suite(out_dir=out_dir, data_dir=data_dir, profile=profile,
                              configs_dir=fv.configs or quality.default_configs_dir(),
                              match=fv.match, tolerance=fv.tolerance, verbose=int(fv.verbose),
-                             log=_log)
+                             log=_log, min_positives=fv.min_positives)
 
     def run(self, fv):
         from tfmdl import config as config_lib  # pylint: disable=g-import-not-at-top

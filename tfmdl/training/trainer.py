@@ -279,19 +279,42 @@ class Anneal(keras.optimizers.schedules.LearningRateSchedule):
     """``peak`` for the first ``(1 - fraction) * steps`` steps, then a cosine to 0
     at ``steps`` (0 after): lr(t) = peak for t < t0, else
     peak * (1 + cos(pi * min(t - t0, n) / n)) / 2 with t0 = steps - n and
-    n = max(round(fraction * steps), 1)."""
+    n = max(round(fraction * steps), 1).
+
+    ``t0`` and ``n`` are variables: `restart_at` moves the cosine to start at a
+    given step (`StopAndAnneal` anneals the restored best weights of an
+    early-stopped run this way).
+    """
 
     def __init__(self, peak, steps, fraction):
         self.peak, self.steps, self.fraction = float(peak), int(steps), float(fraction)
         self.tail = max(int(round(fraction * steps)), 1)
+        self.start = tf.Variable(float(self.steps - self.tail), trainable=False,
+                                 dtype=tf.float32, name="anneal_start")
+        self.length = tf.Variable(float(self.tail), trainable=False, dtype=tf.float32,
+                                  name="anneal_length")
 
     def __call__(self, step):
-        t = tf.cast(step, tf.float32) - float(self.steps - self.tail)
-        frac = tf.clip_by_value(t / float(self.tail), 0.0, 1.0)
+        t = tf.cast(step, tf.float32) - self.start
+        frac = tf.clip_by_value(t / self.length, 0.0, 1.0)
         return self.peak * 0.5 * (1.0 + tf.cos(math.pi * frac))
+
+    def restart_at(self, step: int, length: int) -> None:
+        """The cosine from ``peak`` to 0 runs over steps ``[step, step + length]``."""
+        self.start.assign(float(step))
+        self.length.assign(float(max(int(length), 1)))
 
     def get_config(self):
         return {"peak": self.peak, "steps": self.steps, "fraction": self.fraction}
+
+
+def anneal_schedule(optimizer) -> Optional[Anneal]:
+    """The `Anneal` schedule of a `make_optimizer` optimizer, if it has one
+    (under a warm-up too)."""
+    lr = getattr(optimizer, "learning_rate", None)
+    if isinstance(lr, _Warmup):
+        lr = lr.after
+    return lr if isinstance(lr, Anneal) else None
 
 
 class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
@@ -324,7 +347,7 @@ def make_optimizer(cfg: train_config.OptimizerConfig):
 
 def compile_model(built: base.BuiltModel, cfg: train_config.TrainingConfig, jit: bool,
                   metrics: bool = True, core: Optional[bool] = None,
-                  total_steps: Optional[int] = None) -> keras.Model:
+                  total_steps: Optional[int] = None, dense_optimizer=None) -> keras.Model:
     """Compiles and returns the model `prepare` trains: the core (looked-up
     features in; ``core`` defaults to ``jit``) or the full model, with ``jit``
     under XLA as `xla_mode` says.
@@ -332,13 +355,16 @@ def compile_model(built: base.BuiltModel, cfg: train_config.TrainingConfig, jit:
     Split optimizers (`split_optimizer`, their schedules resolved for a run of
     ``total_steps``: `resolve_schedules`), one binary cross-entropy per task
     weighted by ``cfg.loss_weights``, and with ``metrics`` a weighted AUC per task.
+    ``dense_optimizer``: use this one (a `make_optimizer` of the resolved config)
+    for the dense weights instead of making it.
     """
     cfg = resolve_schedules(cfg, total_steps)
     tasks = built.spec.task_names
     model = built.core if (jit if core is None else core) else built.model
     mode = xla_mode(cfg) if jit else False
     model.compile(
-        optimizer=split_optimizer(built, cfg, dense_gradients=mode is True),
+        optimizer=split_optimizer(built, cfg, dense_gradients=mode is True,
+                                  dense_optimizer=dense_optimizer),
         loss={t: keras.losses.BinaryCrossentropy(name=f"{t}_bce") for t in tasks},
         loss_weights={t: float(cfg.loss_weights.get(t, 1.0)) for t in tasks},
         weighted_metrics=({t: [keras.metrics.AUC(name="auc", num_thresholds=1000)]
@@ -348,7 +374,7 @@ def compile_model(built: base.BuiltModel, cfg: train_config.TrainingConfig, jit:
 
 
 def split_optimizer(built: base.BuiltModel, cfg: train_config.TrainingConfig,
-                    dense_gradients: bool = False):
+                    dense_gradients: bool = False, dense_optimizer=None):
     """Embedding tables -> embedding optimizer, everything else -> dense optimizer.
 
     With ``dense_gradients`` the embedding gradients are applied as dense
@@ -363,7 +389,7 @@ def split_optimizer(built: base.BuiltModel, cfg: train_config.TrainingConfig,
     model = built.model
     emb = base.embedding_weights(model)
     emb_refs = {v.ref() for v in emb}
-    dense_opt = make_optimizer(cfg.dense_optimizer)
+    dense_opt = dense_optimizer or make_optimizer(cfg.dense_optimizer)
     if not emb:
         return dense_opt
     cls = DenseGradientComposite if dense_gradients else tfrs.experimental.optimizers.CompositeOptimizer
@@ -454,8 +480,12 @@ class ResumeLogger(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.resumed_step = 0
+        self._begun = False
 
     def on_train_begin(self, logs=None):
+        if self._begun:   # a second fit of the same run (`TrainingRun.fit`'s anneal tail)
+            return
+        self._begun = True
         # BackupAndRestore's restored counters (the optimizer's step counter may be
         # restored lazily, after this point)
         state = getattr(self.model, "_training_state", None)
@@ -466,6 +496,92 @@ class ResumeLogger(keras.callbacks.Callback):
             self.resumed_step = step if step > 0 else (batch + 1 if batch >= 0 else 0)
             print(f"resumed from step {self.resumed_step} (epoch {max(epoch, 0) + 1}; "
                   f"BackupAndRestore state in the model dir)", flush=True)
+
+
+class StopAndAnneal(keras.callbacks.Callback):
+    """Early stopping that ends on annealed weights (docs/training.md, "Early
+    stopping").
+
+    Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` it watches
+    ``monitor`` after every epoch; when ``patience`` epochs in a row have not
+    improved on the best, it restores the best epoch's weights. But those weights
+    were taken at a constant learning rate, where the model's calibration swings
+    from step to step (`resolve_schedules`), so instead of stopping there it
+    restarts the dense `Anneal` schedule: a cosine from the peak rate to 0 over
+    ``fraction`` of the steps the best weights had trained, then stops. The
+    annealed weights are validated once more (the last history entry). A run
+    that ends its epochs during this tail needs `TrainingRun.fit`, which trains
+    the rest of the tail (`pending_steps`).
+    """
+
+    def __init__(self, monitor: str, patience: int, mode: str, schedule: Anneal,
+                 fraction: float):
+        super().__init__()
+        self.monitor, self.patience, self.schedule = monitor, int(patience), schedule
+        if mode == "auto":
+            mode = "max" if ("auc" in monitor or "acc" in monitor) else "min"
+        self.mode, self.fraction = mode, float(fraction)
+        self._reset()
+
+    def _reset(self):
+        self.wait, self.best, self.best_weights = 0, None, None
+        self.best_epoch = self.stopped_epoch = self.anneal_until = None
+        self.best_step = 0
+        self.anneal_steps = 0
+
+    def on_train_begin(self, logs=None):
+        if self.anneal_until is None:   # a fresh fit (not the tail of `TrainingRun.fit`)
+            self._reset()
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.anneal_until is not None:   # the validation of the annealed weights
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            logging.warning("early stopping: %s is not in this epoch's logs (%s); not "
+                            "stopping.", self.monitor, ", ".join(sorted(logs or {})))
+            return
+        if self._better(float(value)):
+            self.best, self.best_epoch, self.wait = float(value), epoch, 0
+            self.best_weights, self.best_step = self.model.get_weights(), self._step()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.set_weights(self.best_weights)
+            self.anneal_steps = max(int(round(self.fraction * self.best_step)), 1)
+            now = self._step()
+            self.schedule.restart_at(now, self.anneal_steps)
+            self.anneal_until = now + self.anneal_steps
+            print(f"early stopping: {self.monitor} has not improved on epoch "
+                  f"{self.best_epoch + 1}'s {self.best:.6g} for {self.wait} epoch(s); "
+                  f"restored epoch {self.best_epoch + 1}'s weights and annealing them over "
+                  f"{self.anneal_steps} steps", flush=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.anneal_until is not None and self._step() >= self.anneal_until:
+            self.model.stop_training = True
+
+    def pending_steps(self) -> int:
+        """Steps of the anneal still to train (0 when done or not begun)."""
+        if self.anneal_until is None:
+            return 0
+        return max(self.anneal_until - self._step(), 0)
+
+    def report(self) -> Dict[str, Any]:
+        return {"monitor": self.monitor, "mode": self.mode, "patience": self.patience,
+                "best": self.best,
+                "best_epoch": None if self.best_epoch is None else self.best_epoch + 1,
+                "stopped_epoch": None if self.stopped_epoch is None else self.stopped_epoch + 1,
+                "anneal_steps": self.anneal_steps}
 
 
 @dataclasses.dataclass
@@ -489,6 +605,7 @@ class TrainingRun:
     started: float = dataclasses.field(default_factory=time.time)
     warm_start: Optional[warm_start_lib.WarmStartReport] = None  # with warm_start_from
     output_bias: Optional[Dict[str, Any]] = None  # what `init_output_bias` set
+    early_stopping: Optional[keras.callbacks.Callback] = None  # in ``callbacks`` too
 
     def fit(self, verbose="auto"):
         history = self.model.fit(
@@ -496,6 +613,18 @@ class TrainingRun:
             validation_data=self.validation_data, validation_steps=self.validation_steps,
             callbacks=self.callbacks, verbose=verbose)
         self.nan_guard.check(self.training.dense_optimizer.learning_rate)
+        stopper = self.early_stopping
+        pending = stopper.pending_steps() if isinstance(stopper, StopAndAnneal) else 0
+        if pending:   # the epochs ran out during the anneal of the restored weights
+            tail = self.model.fit(
+                self.train_data, initial_epoch=len(history.epoch),
+                epochs=len(history.epoch) + 1, steps_per_epoch=pending,
+                validation_data=self.validation_data, validation_steps=self.validation_steps,
+                callbacks=self.callbacks, verbose=verbose)
+            self.nan_guard.check(self.training.dense_optimizer.learning_rate)
+            history.epoch.extend(tail.epoch)
+            for key, values in tail.history.items():
+                history.history.setdefault(key, []).extend(values)
         return history
 
     def finish(self, history=None) -> Dict[str, Any]:
@@ -506,11 +635,14 @@ class TrainingRun:
             "model": self.config.model, "strategy": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync, "jit_compile": self.jit_compile,
             "seconds": round(time.time() - self.started, 1),
+            "steps": int(self.model.optimizer.iterations.numpy()),
             "history": {k: [float(x) for x in v] for k, v in (history.history.items()
                                                                if history else [])},
         }
         if self.output_bias is not None:
             summary["output_bias"] = self.output_bias
+        if isinstance(self.early_stopping, StopAndAnneal):
+            summary["early_stopping"] = self.early_stopping.report()
         if self.warm_start is not None:
             report = self.warm_start
             summary["warm_start"] = {"source": report.source, "source_model": report.source_model,
@@ -665,7 +797,8 @@ def prepare(config, data_dir: str, model_dir: str, *,
         emb_params = sum(int(v.shape.num_elements()) for v in base.embedding_weights(built.model))
         jit = resolve_jit(tcfg.jit_compile, strategy, emb_params,
                           dense_tables=xla_mode(tcfg) is True)
-        model = compile_model(built, tcfg, jit)
+        dense_optimizer = make_optimizer(tcfg.dense_optimizer)
+        model = compile_model(built, tcfg, jit, dense_optimizer=dense_optimizer)
     bias = init_output_bias(built, tcfg, data_dir, train_files, source)
     report = None
     if warm_start_from:
@@ -729,12 +862,21 @@ def prepare(config, data_dir: str, model_dir: str, *,
                 f"{where}: training.early_stopping.metric={es.metric} needs validation "
                 f"(training.validate: true, and an eval split or "
                 f"training.validation_fraction > 0).")
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=es.metric, patience=es.patience, mode=es.mode, restore_best_weights=True))
+        schedule = anneal_schedule(dense_optimizer)
+        if schedule is not None and not ps:
+            stopper = StopAndAnneal(es.metric, es.patience, es.mode, schedule,
+                                    tcfg.dense_optimizer.anneal_fraction)
+        else:   # no anneal to restart (or epoch-level callbacks only, on parameter servers)
+            stopper = keras.callbacks.EarlyStopping(
+                monitor=es.metric, patience=es.patience, mode=es.mode,
+                restore_best_weights=True)
+        callbacks.append(stopper)
+    else:
+        stopper = None
     return TrainingRun(
         built=built, model=model, config=experiment.load_config(resolved), training=tcfg,
         spec=spec, strategy=strategy, model_dir=model_dir, jit_compile=jit,
         train_data=train_data, validation_data=validation_data, epochs=tcfg.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_steps=tcfg.validation_steps or None, callbacks=callbacks,
-        nan_guard=nan_guard, warm_start=report, output_bias=bias)
+        nan_guard=nan_guard, warm_start=report, output_bias=bias, early_stopping=stopper)
