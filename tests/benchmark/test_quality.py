@@ -242,3 +242,38 @@ def test_search_report_shows_qauc_then_auc_with_the_oracle_row():
     assert "| oracle |  | 0.7500 | 0.7500 |" in md
     # qauc 0.55 / 0.65 over two seeds: mean 0.6, gap (0.6-0.5)/(0.75-0.5) = 40%
     assert "| dnn | 10 | 0.6000 ± 0.0707 |" in md and "| 40.0 ± 28.3 |" in md
+
+
+@pytest.mark.slow
+def test_pmta_rows_start_from_their_backbone_row(tmp_path, bench_data, tiny_configs):
+    """The paper's parameter warm-up is the suite's protocol for PMTA: its backbone
+    (rankmixer with PMTA's backbone settings) trains first as a row of its own, and
+    PMTA starts from that run; the bootstrap compares PMTA(H) with H."""
+    from tfmdl.cli import suite_commands
+    from tfmdl.training import model_dir as model_dir_lib
+
+    out = str(tmp_path / "q")
+    argv = ["--models=pmta", "--n_boot=20", "--max_epochs=1"]
+    argv += common_flags(bench_data, tiny_configs, out)
+    assert run_cli(suite_commands.Quality(), argv) == 0
+    summary = json.loads(_read(out, "quality.json"))
+    backbone = "pmta backbone (rankmixer)"
+    assert [r["name"] for r in summary["rows"]] == [backbone, "pmta"]
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert rows[backbone]["model"] == "rankmixer" and rows[backbone]["backbone_row"]
+    runs = {r["name"]: r for r in summary["runs"]}
+    src = os.path.dirname(runs[backbone]["model_dir"])
+    assert rows["pmta"]["warm_start"] == src
+    with open(model_dir_lib.path(runs["pmta"]["model_dir"], model_dir_lib.SUMMARY)) as fh:
+        warm = json.load(fh)["warm_start"]
+    assert warm["source_model"] == "rankmixer" and warm["restored"] > 0
+    assert [(b["a"], b["b"]) for b in summary["bootstrap"]] == [("pmta", backbone)]
+    assert summary["best_baseline"] is None   # the backbone row is not a baseline
+    # from scratch: one row, no backbone
+    out2 = str(tmp_path / "q2")
+    argv2 = ["--models=pmta", "--n_boot=0", "--max_epochs=1", "--nowarm_start"]
+    assert run_cli(suite_commands.Quality(), argv2 + common_flags(bench_data, tiny_configs,
+                                                                  out2)) == 0
+    summary = json.loads(_read(out2, "quality.json"))
+    assert [r["name"] for r in summary["rows"]] == ["pmta"]
+    assert summary["rows"][0]["warm_start"] is None

@@ -50,6 +50,17 @@ from tfmdl.pipelines import tfrecord
 # rows whose intervals the quality table reports against the best other row
 FOCUS_MODELS = ("mdl", "pmta")
 
+
+def _pmta_backbone(params):
+    from tfmdl.models import pmta  # pylint: disable=g-import-not-at-top
+
+    return pmta.backbone_source(params)
+
+
+# models trained with the paper's parameter warm-up: model -> its params' backbone
+# source ``{"model", "params"}`` (`Suite.with_backbones`)
+WARM_STARTED: Dict[str, Callable[[Any], Dict[str, Any]]] = {"pmta": _pmta_backbone}
+
 # The ablation switches of MDL's and PMTA's Table 2, as config overrides.
 # ``{feature_tokens}`` is replaced by the spec's number of semantic groups: when
 # scenario / task tokens join the token mixing, the mixing keeps the full model's
@@ -320,6 +331,11 @@ class Job:
     budget: Optional[int] = None
     overrides: Tuple[str, ...] = ()
     learning_rate: Optional[float] = None
+    # params as JSON, used as they are (no config file, no sizing): a backbone row
+    fixed_params: Optional[str] = None
+    # name of the row whose run of the same seed (at that row's chosen rate) this
+    # job is warm-started from (`Suite.with_backbones`)
+    warm_start: Optional[str] = None
 
     @property
     def label(self) -> str:
@@ -369,6 +385,7 @@ class Suite:
     verbose: int = 0
     log: Callable[[str], None] = print
     min_positives: int = MIN_POSITIVES
+    warm_start: bool = True
 
     def __post_init__(self):
         from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
@@ -387,6 +404,8 @@ class Suite:
         os.makedirs(self.out_dir, exist_ok=True)
         self._fits = _read_json(os.path.join(self.out_dir, FITS_JSON)) or {}
         self.grid: List[dict] = []     # every grid run's training record (`run`)
+        self.chosen: Dict[str, float] = {}   # row name -> its learning rate (`run`)
+        self._rows: Dict[Tuple[str, int], Job] = {}   # (row name, seed) -> job (`run`)
 
     # -- configs ----------------------------------------------------------------
     def config_path(self, model: str) -> Optional[str]:
@@ -408,6 +427,9 @@ class Suite:
         scaled to the job's budget when it has one (cached in ``OUT/fits.json``)."""
         from tfmdl.models import sizing  # pylint: disable=g-import-not-at-top
 
+        if job.fixed_params is not None:
+            return json.loads(job.fixed_params), {"source": f"backbone of {job.name}",
+                                                  "budget": None}
         base, source = self.base_config(job.model)
         if job.budget is None:
             return base["params"], {"source": source, "budget": None}
@@ -457,8 +479,60 @@ class Suite:
         return os.path.join(self.out_dir, "runs", slug(job.name), lr, f"seed{job.seed}")
 
     def fingerprint(self, job: Job, config: Mapping[str, Any]) -> str:
-        return _hash({"job": dataclasses.asdict(job), "config": config,
-                      "data": os.path.abspath(self.data_dir), "spec": self._spec_hash})
+        source = self.warm_start_source(job)
+        fields = {k: v for k, v in dataclasses.asdict(job).items()
+                  if v is not None or k not in ("fixed_params", "warm_start")}
+        return _hash({"job": fields, "config": config,
+                      "data": os.path.abspath(self.data_dir), "spec": self._spec_hash,
+                      **({"warm_start": self._source_fingerprint(source)} if source else {})})
+
+    # -- warm starts ----------------------------------------------------------------
+    def with_backbones(self, jobs: Sequence[Job]) -> List[Job]:
+        """``jobs`` with the paper's parameter warm-up for the models of
+        `WARM_STARTED` (PMTA; docs/benchmark_suite.md, "PMTA's warm-up"): each such
+        job starts from its backbone's run of the same seed, and that backbone (the
+        ``dnn`` / ``rankmixer`` model with the job's backbone settings) becomes a row
+        of its own, trained with the same protocol just before it. Without
+        ``warm_start`` the jobs are returned as they are."""
+        from tfmdl import config as cfg_lib  # pylint: disable=g-import-not-at-top
+        from tfmdl.models import registry  # pylint: disable=g-import-not-at-top
+
+        if not self.warm_start:
+            return list(jobs)
+        out: List[Job] = []
+        names: Dict[str, str] = {}     # source params (JSON) -> backbone row name
+        for job in jobs:
+            if job.model not in WARM_STARTED or job.fixed_params is not None:
+                out.append(job)
+                continue
+            config, _ = self.experiment_config(job)
+            params = cfg_lib.dataclass_from_dict(registry.get(job.model).config_cls,
+                                                 config["params"], "params")
+            source = WARM_STARTED[job.model](params)
+            key = json.dumps(source, sort_keys=True)
+            if key not in names:
+                names[key] = f"{job.name} backbone ({source['model']})"
+            backbone = Job(name=names[key], model=source["model"], seed=job.seed,
+                           fixed_params=json.dumps(source["params"], sort_keys=True))
+            if backbone not in out:
+                out.append(backbone)
+            out.append(dataclasses.replace(job, warm_start=names[key]))
+        return out
+
+    def warm_start_source(self, job: Job) -> Optional[Job]:
+        """The backbone run ``job`` starts from (its row's run of the same seed, at
+        the row's chosen rate), or None."""
+        if not job.warm_start:
+            return None
+        source = self._rows.get((job.warm_start, job.seed))
+        if source is None or job.warm_start not in self.chosen:
+            raise BenchmarkError(f"{job.label}: its backbone row {job.warm_start!r} (seed "
+                                 f"{job.seed}) must run first.")
+        return dataclasses.replace(source, learning_rate=self.chosen[job.warm_start])
+
+    def _source_fingerprint(self, source: Job) -> Optional[str]:
+        record = self.trained(source)
+        return record["fingerprint"] if record else None
 
     def _current(self, job: Job, name: str, needs: Sequence[str] = ()) -> Optional[dict]:
         run_dir = self.run_dir(job)
@@ -484,40 +558,45 @@ class Suite:
     def run(self, jobs: Sequence[Job]) -> List[dict]:
         """Trains and scores every job; returns the results of ``jobs`` in order.
 
-        Each row name's first seed trains once per rate of the profile's
-        ``lr_grid``; the rate whose final weights have the lowest validation
-        logloss is the row's (`select_rate`), and only that run is scored on the
-        eval split. The row's other seeds train at that rate. Every grid run's
-        training record is kept in `grid` (for the summary JSON).
+        Row by row (in order of first appearance), the row's first seed trains
+        once per rate of the profile's ``lr_grid``; the rate whose final weights
+        have the lowest validation logloss is the row's (`select_rate`), and only
+        that run is scored on the eval split. The row's other seeds then train at
+        that rate, after every grid. Every grid run's training record is kept in
+        `grid` (for the summary JSON). A job with ``warm_start`` starts from its
+        backbone row's run of the same seed, so that row must come first
+        (`with_backbones` puts it there).
         """
         grid = self.profile.lr_grid
-        first = {}
+        first: Dict[str, int] = {}
         for job in jobs:
             first[job.name] = min(first.get(job.name, job.seed), job.seed)
-        phase1 = [dataclasses.replace(j, learning_rate=lr) for j in jobs
-                  if j.seed == first[j.name] for lr in grid]
+            self._rows[(job.name, job.seed)] = job
+        names = list(first)
+        phase1 = {n: [dataclasses.replace(j, learning_rate=lr) for j in jobs
+                      if j.name == n and j.seed == first[n] for lr in grid] for n in names}
         others = [j for j in jobs if j.seed != first[j.name]]
-        for job in {j.name: j for j in phase1}.values():
-            self.experiment_config(job)   # size every model first: budget errors show at once
-        progress = _Progress(len(phase1) + len(others) + len(jobs), self.log)
-        records: Dict[Tuple[str, int], List[dict]] = {}
-        for job in phase1:
-            records.setdefault((job.name, job.seed), []).append(self._train(job, progress))
-        chosen: Dict[str, float] = {}
+        for n in names:   # size every model first: budget errors show at once
+            self.experiment_config(phase1[n][0])
+        progress = _Progress(sum(map(len, phase1.values())) + len(others) + len(jobs),
+                             self.log)
         self.grid = []
-        for (name, seed), recs in records.items():
-            chosen[name] = select_rate(recs)
+        for name in names:
+            recs = [self._train(job, progress) for job in phase1[name]]
+            self.chosen[name] = select_rate(recs)
             for r in recs:
-                self.grid.append({**r, "selected": r["learning_rate"] == chosen[name]})
+                self.grid.append({**r, "selected": r["learning_rate"] == self.chosen[name]})
             if len(grid) > 1:
-                self.log(f"{name}: lr {chosen[name]:g} has the best validation logloss "
+                self.log(f"{name}: lr {self.chosen[name]:g} has the best validation logloss "
                          + "(" + ", ".join(f"{r['learning_rate']:g}: "
                                            f"{_fmt(r.get('val_logloss'))}" for r in recs) + ")")
         results = []
         for job in jobs:
-            job = dataclasses.replace(job, learning_rate=chosen[job.name])
+            job = dataclasses.replace(job, learning_rate=self.chosen[job.name])
             if job.seed != first[job.name]:
                 self._train(job, progress)
+        for job in jobs:
+            job = dataclasses.replace(job, learning_rate=self.chosen[job.name])
             results.append(self._score(job, progress))
         return results
 
@@ -569,15 +648,25 @@ class Suite:
             summary = _read_json(model_dir_lib.path(model_dir, model_dir_lib.SUMMARY)) or {}
             seconds = summary.get("seconds")
         else:
-            run = trainer.prepare(config, self.data_dir, model_dir)
+            source = self.warm_start_source(job)
+            source_dir = None
+            if source is not None:
+                record = self.trained(source)
+                if record is None:
+                    raise BenchmarkError(f"{job.label}: its backbone run {source.label} is "
+                                         f"not trained.")
+                source_dir = record["model_dir"]
+            run = trainer.prepare(config, self.data_dir, model_dir, warm_start_from=source_dir)
             history = run.fit(verbose=self.verbose)
             summary = run.finish(history)
             seconds = time.perf_counter() - start
         history = summary.get("history") or {}
         tasks = len(self.spec.task_names)
         val = [v / tasks for v in history.get("val_loss", [])]
+        source = self.warm_start_source(job)
         record = {"fingerprint": fingerprint, "name": job.name, "model": job.model,
                   "seed": job.seed, "learning_rate": job.learning_rate,
+                  "warm_start": None if source is None else self.run_dir(source),
                   "epochs": len(history.get("loss", [])), "steps": summary.get("steps"),
                   "early_stopping": summary.get("early_stopping"),
                   "val_logloss_per_epoch": val, "val_logloss": val[-1] if val else None,
@@ -617,7 +706,8 @@ class Suite:
         result = {
             "fingerprint": record["fingerprint"], "name": job.name, "model": job.model,
             "seed": job.seed, "budget": job.budget, "overrides": self.resolve(job.overrides),
-            "learning_rate": job.learning_rate,
+            "learning_rate": job.learning_rate, "warm_start": record.get("warm_start"),
+            "backbone_row": job.fixed_params is not None,
             "config_source": fit_info["source"], "params": config["params"],
             "counts": cost.parameter_counts(built),
             "flops_per_example": cost.flops_per_example(built),
@@ -839,6 +929,8 @@ def summarize_row(results: Sequence[Mapping[str, Any]],
         "name": first["name"], "model": first["model"], "budget": first.get("budget"),
         "overrides": first.get("overrides", []), "seeds": [r["seed"] for r in results],
         "learning_rate": first.get("learning_rate"),
+        "backbone_row": bool(first.get("backbone_row")),
+        "warm_start": first.get("warm_start"),
         "params": first["counts"], "flops_per_example": first.get("flops_per_example"),
         "train_seconds": _stats([r.get("train_seconds") for r in results]),
         "epochs": _stats([t.get("epochs") for t in training]),
@@ -885,9 +977,9 @@ def best_baseline(rows: Sequence[Mapping[str, Any]],
                   exclude: Sequence[str] = FOCUS_MODELS,
                   metric: str = "auc") -> Optional[str]:
     """The row with the highest mean ``metric`` among rows whose model is not
-    excluded."""
+    excluded (nor a warm-started model's backbone row)."""
     scored = [(r["mean"][metric]["mean"], r["name"]) for r in rows
-              if r["model"] not in exclude and
+              if r["model"] not in exclude and not r.get("backbone_row") and
               r["mean"].get(metric, {}).get("mean") is not None]
     return max(scored)[1] if scored else None
 
@@ -978,13 +1070,15 @@ def quality(suite: Suite, models: Sequence[str], budget: Optional[int] = None, s
     """Trains every model (parameter-matched to ``budget``) and summarises them;
     MDL / PMTA get paired-bootstrap intervals against the best other model."""
     models = check_models(models)
-    jobs = [Job(name=m, model=m, seed=s, budget=budget)
-            for m in models for s in _seeds(seed, seeds)]
+    jobs = suite.with_backbones([Job(name=m, model=m, seed=s, budget=budget)
+                                 for m in models for s in _seeds(seed, seeds)])
     results = suite.run(jobs)
     best = best_baseline([summarize_row(rs, suite.oracle, suite.min_positives)
                           for rs in group_results(results).values()],
                          metric=result_metrics(results[0])[0])
     pairs = [(m, best) for m in models if m in FOCUS_MODELS and best is not None]
+    pairs += [(j.name, j.warm_start) for j in {j.name: j for j in jobs}.values()
+              if j.warm_start]   # PMTA(H) against H
     return _table_summary(suite, "quality", results,
                           {"models": models, "budget": budget, "seeds": _seeds(seed, seeds),
                            "best_baseline": best}, pairs, n_boot)
@@ -1015,10 +1109,13 @@ def ablation(suite: Suite, model: str, variants: Optional[Sequence[str]] = None,
     Intervals: the full model against every variant."""
     check_models([model])
     table = ablation_variants(model, variants)
-    jobs = [Job(name=v, model=model, seed=s, budget=budget, overrides=tuple(o))
-            for v, o in table.items() for s in _seeds(seed, seeds)]
+    jobs = suite.with_backbones([Job(name=v, model=model, seed=s, budget=budget,
+                                     overrides=tuple(o))
+                                 for v, o in table.items() for s in _seeds(seed, seeds)])
     results = suite.run(jobs)
     pairs = [("full", v) for v in table if v != "full"]
+    pairs += [(j.name, j.warm_start) for j in {j.name: j for j in jobs}.values()
+              if j.warm_start and j.name == "full"]   # PMTA(H) against H
     return _table_summary(suite, "ablation", results,
                           {"model": model,
                            "variants": {k: suite.resolve(v) for k, v in table.items()},
@@ -1033,8 +1130,8 @@ def scaling(suite: Suite, models: Sequence[str], budgets: Sequence[int],
     budgets = sorted(set(int(b) for b in budgets))
     if len(budgets) < 2:
         raise BenchmarkError(f"--budgets: need at least 2 distinct budgets, got {budgets}.")
-    jobs = [Job(name=f"{m}@{format_count(b)}", model=m, seed=seed, budget=b)
-            for m in models for b in budgets]
+    jobs = suite.with_backbones([Job(name=f"{m}@{format_count(b)}", model=m, seed=seed,
+                                     budget=b) for m in models for b in budgets])
     results = suite.run(jobs)
     first = results[0]
     metric = "auc"

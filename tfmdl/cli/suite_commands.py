@@ -56,6 +56,9 @@ def _define_common(fv, seeds: bool) -> None:
                          flag_values=fv)
     flags.DEFINE_integer("batch_size", 1024, "batch size (every model)", lower_bound=1,
                          flag_values=fv)
+    flags.DEFINE_boolean("warm_start", True, "PMTA rows start from a trained run of their "
+                         "backbone (the paper's parameter warm-up), which becomes a row of its "
+                         "own; --nowarm_start trains them from scratch", flag_values=fv)
     flags.DEFINE_float("embedding_learning_rate", 0.05, "Adagrad learning rate of the "
                        "embedding tables", flag_values=fv)
     flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA", flag_values=fv)
@@ -107,7 +110,8 @@ class _SuiteCommand(Command, abc.ABC):
         return quality.Suite(out_dir=out_dir, data_dir=data_dir, profile=profile,
                              configs_dir=fv.configs or quality.default_configs_dir(),
                              match=fv.match, tolerance=fv.tolerance, verbose=int(fv.verbose),
-                             log=_log, min_positives=fv.min_positives)
+                             log=_log, min_positives=fv.min_positives,
+                             warm_start=fv.warm_start)
 
     def run(self, fv):
         from tfmdl import config as config_lib  # pylint: disable=g-import-not-at-top

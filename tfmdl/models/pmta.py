@@ -30,7 +30,7 @@ Ablations (PMTA Table 2):
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Literal
+from typing import Any, Dict, List, Literal
 
 import tensorflow as tf
 
@@ -139,6 +139,22 @@ class _PMTACore:
                                                   name=f"dar_{i}")(e_d)
                  for i in range(cfg.fusion_layers)]   # one gate per fusion layer (depth)
         return tf.stack(gates, axis=1)
+
+
+def backbone_source(params: PMTAConfig) -> Dict[str, Any]:
+    """``{"model", "params"}`` of the backbone model PMTA with ``params`` is
+    warm-started from (docs/pmta.md, "Warm start"): the ``dnn`` or ``rankmixer``
+    model with the same backbone and ``tower_hidden: [classifier_width]``, so that
+    its ``feature_embedding``, ``backbone_*`` and first tower layer have PMTA's
+    shapes."""
+    if params.backbone == "dnn":
+        out = {"hidden": list(params.backbone_hidden)}
+    else:
+        out = {"layers": params.backbone_layers, "width": params.backbone_width,
+               "ffn_mult": params.backbone_ffn_mult,
+               "mixing_heads": params.backbone_mixing_heads}
+    out.update(tower_hidden=[params.classifier_width], dropout=params.dropout)
+    return {"model": params.backbone, "params": out}
 
 
 @registry.register("pmta", PMTAConfig,
