@@ -487,3 +487,25 @@ def test_bootstrap_singleton_groups_equal_row_resampling():
                                             groups=np.arange(300), n_boot=100,
                                             seed=3)
     assert by_row == by_group
+
+
+def test_normalized_entropy_against_numpy():
+    rng = np.random.default_rng(3)
+    y = (rng.random(5000) < 0.03).astype(np.float64)
+    p = np.clip(0.03 + 0.02 * rng.normal(size=5000), 1e-4, 0.5)
+    y[:50] = metrics.MISSING_LABEL                       # missing labels are dropped
+    keep = y != metrics.MISSING_LABEL
+    yy, pp = y[keep], p[keep]
+    rate = yy.mean()
+    want = -np.mean(yy * np.log(pp) + (1 - yy) * np.log(1 - pp)) / \
+        -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    assert metrics.normalized_entropy(y, p) == pytest.approx(want, rel=1e-9)
+    # predicting the rate itself gives NE = 1
+    assert metrics.normalized_entropy(yy, np.full_like(yy, rate)) == pytest.approx(1.0)
+    assert np.isnan(metrics.normalized_entropy(np.zeros(10), np.full(10, 0.1)))
+    assert np.isnan(metrics.entropy(0.0)) and metrics.entropy(0.5) == pytest.approx(np.log(2))
+    table = metrics.slice_table(y, p, np.zeros(5000, dtype=int), ["t"], ["s"],
+                                metrics=("ne", "positives", "count"))
+    assert table["s"]["t"]["ne"] == pytest.approx(want, rel=1e-9)
+    assert table["s"]["t"]["positives"] == int(yy.sum())
+    assert table["s"]["t"]["count"] == 4950

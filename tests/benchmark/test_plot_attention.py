@@ -9,12 +9,19 @@ import pytest
 from tests.benchmark.conftest import run_cli
 
 
+def _model_dir(out_dir, name):
+    """The model dir of row ``name``'s reported run (its chosen learning rate)."""
+    summary = json.loads(open(os.path.join(out_dir, "quality.json")).read())
+    (run,) = [r for r in summary["runs"] if r["name"] == name]
+    return run["model_dir"]
+
+
 @pytest.mark.slow  # shares the quality run (~30 s)
 def test_attention_heatmaps_of_a_trained_mdl(quality_run, bench_data, tmp_path):
     from tfmdl.cli import plot_commands
 
     out_dir, _, _ = quality_run
-    model_dir = os.path.join(out_dir, "runs", "mdl", "seed0", "model")
+    model_dir = _model_dir(out_dir, "mdl")
     out = str(tmp_path / "attention")
     argv = [f"--model_dir={model_dir}", f"--data={bench_data}", f"--out={out}"]
     assert run_cli(plot_commands.Attention(), argv) == 0
@@ -44,7 +51,7 @@ def test_model_without_attention_gets_a_clear_error(quality_run, bench_data, tmp
     from tfmdl.cli import plot_commands
 
     out_dir, _, _ = quality_run
-    model_dir = os.path.join(out_dir, "runs", "dnn", "seed0", "model")
+    model_dir = _model_dir(out_dir, "dnn")
     argv = [f"--model_dir={model_dir}", f"--data={bench_data}", f"--out={tmp_path}"]
     assert run_cli(plot_commands.Attention(), argv) == 2
     err = capsys.readouterr().err

@@ -147,12 +147,17 @@ class Quality(_SuiteCommand):
     """Trains every model of --models on the same synthetic data (generated once per
 preset/size/seed under --data_root, then reused), each sized to --params parameters
 (tfmdl.models.sizing scales the widths of configs/<model>_<preset>.yaml; the model's
-defaults when there is no such file) and trained with one shared profile (--epochs,
---batch_size, Adam/Adagrad learning rates), then evaluates them on the eval split.
-Writes OUT/quality.md, quality.json and quality.png: AUC per scenario x task (QAUC and
-AUC for search) with the oracle row and the % of the oracle gap each model closes, and
-paired-bootstrap 95% intervals of MDL and PMTA against the best other model. Each
-finished run is kept under OUT/runs/; re-running the same command skips them."""
+defaults when there is no such file) and trained to convergence with one shared
+protocol: up to --max_epochs with early stopping on the validation logloss of a
+held-out --validation_fraction of the training rows, at every --lr_grid rate (the row
+reports the best by validation logloss); PMTA starts from a trained run of its backbone,
+a row of its own. Only each row's chosen run is scored on the eval split. Writes
+OUT/quality.md, quality.json and quality.png: AUC per scenario x task (QAUC and AUC for
+search), log loss and normalized entropy, with the oracle row and the % of the oracle
+gap each model closes over the cells with >= --min_positives eval positives, and
+paired-bootstrap 95% intervals of MDL and PMTA against the best other model (and of
+PMTA against its backbone). Each finished run is kept under OUT/runs/; re-running the
+same command skips them (docs/benchmark_suite.md)."""
 
     name = "benchmark quality"
     summary = "train and score every model on the same data at a matched budget (Table 1)"
