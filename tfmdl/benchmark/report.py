@@ -200,8 +200,9 @@ def table_markdown(summary: Mapping[str, Any], command: Optional[str] = None) ->
             f"{k} ({' '.join('--set ' + o for o in v) or 'as configured'})"
             for k, v in summary["variants"].items()))
     if summary.get("best_baseline"):
-        lines.append(f"- best baseline (highest mean AUC outside "
-                     f"{', '.join(quality_lib.FOCUS_MODELS)}): {summary['best_baseline']}")
+        lines.append(f"- best baseline (highest mean {summary['metrics'][0].upper()} outside "
+                     f"{', '.join(quality_lib.FOCUS_MODELS)} and backbone rows): "
+                     f"{summary['best_baseline']}")
     lines.append("- oracle: the true click probabilities of the synthetic generator "
                  "(Bayes-optimal); % of oracle gap closed = (mean - 0.5) / (oracle mean - 0.5)"
                  " x 100 over the cells both define (per cell in the gap tables below)")
