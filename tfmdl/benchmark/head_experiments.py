@@ -101,7 +101,7 @@ def _head_lr_optimizer(scale):
     def is_head(v):
         return v.name.split("/")[0] in HEAD_LAYERS
 
-    def split_optimizer(built, cfg, dense_gradients=False):
+    def split_optimizer(built, cfg, dense_gradients=False, dense_optimizer=None):
         model = built.model
         emb_refs = {v.ref() for v in base.embedding_weights(model)}
         head_cfg = dataclasses.replace(cfg.dense_optimizer,
@@ -113,7 +113,7 @@ def _head_lr_optimizer(scale):
                else tfrs.experimental.optimizers.CompositeOptimizer)
         pairs = [(trainer.make_optimizer(head_cfg),
                   lambda: [v for v in model.trainable_variables if is_head(v)]),
-                 (trainer.make_optimizer(cfg.dense_optimizer),
+                 (dense_optimizer or trainer.make_optimizer(cfg.dense_optimizer),
                   lambda: [v for v in model.trainable_variables
                            if v.ref() not in emb_refs and not is_head(v)])]
         if emb_refs:
