@@ -591,37 +591,40 @@ class Suite:
                          + "(" + ", ".join(f"{r['learning_rate']:g}: "
                                            f"{_fmt(r.get('val_logloss'))}" for r in recs) + ")")
         results = []
-        for job in jobs:
+        for job in jobs:   # a backbone row's seed-k run precedes the jobs it warm-starts
             job = dataclasses.replace(job, learning_rate=self.chosen[job.name])
             if job.seed != first[job.name]:
                 self._train(job, progress)
-        for job in jobs:
-            job = dataclasses.replace(job, learning_rate=self.chosen[job.name])
             results.append(self._score(job, progress))
         return results
 
     def _train(self, job: Job, progress: "_Progress") -> dict:
         """Trains ``job`` (or reuses its finished training); its training record."""
-        record = self.trained(job)
-        if record is not None:
-            progress.skip(f"{job.label}: trained earlier ({self.run_dir(job)})")
-            return record
-        progress.begin(f"{job.label}: training")
-        record = self.train_one(job)
-        progress.end(f"{job.label}: trained {record['epochs']} epoch(s), {record['steps']:,} "
-                     f"steps, validation logloss {_fmt(record.get('val_logloss'))}")
-        return record
+        def describe(r):
+            steps = "n/a" if r.get("steps") is None else f"{r['steps']:,}"
+            return (f"trained {r['epochs']} epoch(s), {steps} steps, validation logloss "
+                    f"{_fmt(r.get('val_logloss'))}")
+        return self._step(job, progress, self.trained, self.train_one, "trained", "training",
+                          describe)
 
     def _score(self, job: Job, progress: "_Progress") -> dict:
-        cached = self.finished(job)
-        if cached is not None:
-            progress.skip(f"{job.label}: scored earlier ({self.run_dir(job)})")
-            return cached
-        progress.begin(f"{job.label}: scoring the eval split")
-        result = self.score_one(job)
-        progress.end(f"{job.label}: {format_count(result['counts']['total'])} params, "
-                     f"{describe_result(result, self.oracle, self.min_positives)}")
-        return result
+        """Scores ``job`` (or reuses its saved result); its result."""
+        def describe(r):
+            return (f"{format_count(r['counts']['total'])} params, "
+                    f"{describe_result(r, self.oracle, self.min_positives)}")
+        return self._step(job, progress, self.finished, self.score_one, "scored",
+                          "scoring the eval split", describe)
+
+    def _step(self, job, progress, saved, run, done, doing, describe) -> dict:
+        """``saved(job)`` when it is there, else ``run(job)``, with progress lines."""
+        value = saved(job)
+        if value is not None:
+            progress.skip(f"{job.label}: {done} earlier ({self.run_dir(job)})")
+            return value
+        progress.begin(f"{job.label}: {doing}")
+        value = run(job)
+        progress.end(f"{job.label}: {describe(value)}")
+        return value
 
     def train_one(self, job: Job) -> dict:
         """Trains (or finishes) ``job``; writes and returns its training record:
@@ -672,7 +675,7 @@ class Suite:
                   "val_logloss_per_epoch": val, "val_logloss": val[-1] if val else None,
                   "train_seconds": seconds, "model_dir": model_dir}
         write_json(os.path.join(run_dir, TRAINED_JSON), record)
-        return json.loads(json.dumps(evaluation_json_safe(record)))
+        return _json_roundtrip(record)
 
     def score_one(self, job: Job) -> dict:
         """Scores trained ``job`` on the eval split; writes its result."""
@@ -719,13 +722,14 @@ class Suite:
             "min_positives": self.min_positives, "model_dir": record["model_dir"],
         }
         write_json(os.path.join(run_dir, RESULT_JSON), result)
-        return json.loads(json.dumps(evaluation_json_safe(result)))
+        return _json_roundtrip(result)
 
 
-def evaluation_json_safe(value: Any) -> Any:
+def _json_roundtrip(value: Any) -> Any:
+    """``value`` as a reader of its JSON file sees it (NaN -> None, tuples -> lists)."""
     from tfmdl import evaluation  # pylint: disable=g-import-not-at-top
 
-    return evaluation.json_safe(value)
+    return json.loads(json.dumps(evaluation.json_safe(value)))
 
 
 def _fmt(value: Optional[float], pattern: str = "{:.5f}") -> str:
