@@ -11,7 +11,7 @@ TINY_CONFIGS = {
     "rankmixer": "model: rankmixer\nparams: {layers: 1, width: 24, tower_hidden: [16]}\n",
     "mdl": "model: mdl\nparams: {layers: 1, width: 24, heads: 4}\n",
     "pmta": ("model: pmta\nparams: {backbone: rankmixer, backbone_layers: 1, "
-             "backbone_width: 24, classifier_width: 16, width: 32, heads: 2, layers: 1, "
+             "backbone_width: 24, classifier_width: 16, width: 32, heads: 2, layers: 2, "
              "tpe_hidden: 16, tpe_dim: 16, prompt_dim: 8}\n"),
 }
 BUDGET = "200k"

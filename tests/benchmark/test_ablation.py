@@ -13,7 +13,8 @@ def test_variant_lists_are_data():
     assert list(quality.ABLATIONS["mdl"]) == [
         "full", "no_task_tokens", "task_interaction=mixing", "no_scenario_tokens",
         "no_global_token", "scenario_interaction=mixing"]
-    assert list(quality.ABLATIONS["pmta"]) == ["full", "no_tpe", "fusion=mlp", "no_dar"]
+    assert list(quality.ABLATIONS["pmta"]) == ["full", "no_tpe", "fusion=mlp", "no_dar",
+                                               "layers=1", "width=64", "frozen_tables"]
     assert quality.ablation_variants("mdl") == quality.ABLATIONS["mdl"]   # default: all
     assert quality.ablation_variants("pmta", ["no_dar"]) == {"no_dar": ("params.no_dar=true",)}
     with pytest.raises(quality.BenchmarkError, match="no ablation list.*mdl, pmta"):
@@ -43,16 +44,22 @@ def test_every_variant_switch_reaches_the_config_it_trains(tmp_path, bench_data,
         for name, overrides in variants.items():
             job = quality.Job(name, model, 0, job_budget, overrides)
             cfg, _ = suite.experiment_config(job)
-            want = dict(full["params"])
+            want = json.loads(json.dumps({"params": full["params"],
+                                          "training": full["training"]}))
             for o in overrides:
                 key, value = o.split("=", 1)
-                assert key.startswith("params."), o
-                want[key[len("params."):]] = yaml.safe_load(
-                    value.replace(quality.FEATURE_TOKENS, str(groups)))
-            assert cfg["params"] == want, name
-            assert cfg["model"] == model and cfg["training"] == full["training"], name
+                *path, leaf = key.split(".")
+                assert path[0] in want, o
+                node = want
+                for part in path:
+                    node = node[part]
+                assert leaf in node, o       # a switch names an existing field
+                node[leaf] = yaml.safe_load(value.replace(quality.FEATURE_TOKENS, str(groups)))
+            assert cfg["params"] == want["params"], name
+            assert cfg["training"] == want["training"], name
+            assert cfg["model"] == model, name
             if name != "full":
-                assert cfg["params"] != full["params"], name
+                assert (cfg["params"], cfg["training"]) != (full["params"], full["training"]), name
     assert groups == 6
 
 

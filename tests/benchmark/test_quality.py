@@ -29,7 +29,9 @@ def test_quality_writes_table_with_oracle_gap_and_intervals(quality_run):
     assert table[0].startswith("| model | params | featured/like |")
     assert "% of oracle gap closed" in table[0]
     assert table[1].startswith("| eval positives | | ")
-    rows = [l.split(" | ")[0][2:] for l in table[2:6]]
+    assert table[2].startswith("| train positives | | ")
+    assert len(summary["train_positives"]) == 12
+    rows = [l.split(" | ")[0][2:] for l in table[3:7]]
     assert rows == ["oracle", "dnn", "rankmixer", "mdl"]
     assert [r["name"] for r in summary["rows"]] == ["dnn", "rankmixer", "mdl"]
     assert len(summary["cells"]) == 12 and summary["metrics"] == ["auc"]
@@ -242,6 +244,31 @@ def test_search_report_shows_qauc_then_auc_with_the_oracle_row():
     assert "| oracle |  | 0.7500 | 0.7500 |" in md
     # qauc 0.55 / 0.65 over two seeds: mean 0.6, gap (0.6-0.5)/(0.75-0.5) = 40%
     assert "| dnn | 10 | 0.6000 ± 0.0707 |" in md and "| 40.0 ± 28.3 |" in md
+
+
+def test_train_positives_come_from_the_manifest_and_reach_the_table(bench_data, tmp_path):
+    """A cell measurable on the eval split can still have a handful of training
+    positives; the table says how many (from the data's manifest.json)."""
+    from tfmdl.benchmark import report
+    from tfmdl.pipelines import spec as spec_lib
+    from tfmdl.pipelines import tfrecord
+
+    spec = spec_lib.load_spec(bench_data)
+    result = {"scenarios": list(spec.scenario.names), "tasks": list(spec.task_names)}
+    got = quality.train_positives(bench_data, spec, result)
+    body = tfrecord.read_manifest(bench_data)["label_counts"]["train"]["cells"]
+    want = [body[s][t]["positives"] for s, t in quality.cells(result)]
+    assert got == want and len(got) == 12 and sum(got) > 0
+    # an unknown scenario, or a manifest without counts: no line rather than a wrong one
+    assert quality.train_positives(bench_data, spec, dict(result, scenarios=["elsewhere"])) is None
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "manifest.json").write_text("{}")
+    assert quality.train_positives(str(bare), spec, result) is None
+    lines = report._positives_line({"positives": [100, 2000], "train_positives": [7, 300]})
+    assert lines == ["| eval positives | | 100 | 2,000 | | |",
+                     "| train positives | | 7 | 300 | | |"]
+    assert report._positives_line({"positives": [5]}) == ["| eval positives | | 5 | | |"]
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ import numpy as np
 
 from tfmdl import config as config_lib
 from tfmdl import metrics
+from tfmdl.pipelines import label_stats
 from tfmdl.pipelines import tfrecord
 
 # rows whose intervals the quality table reports against the best other row
@@ -83,6 +84,13 @@ ABLATIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
         "no_tpe": ("params.no_tpe=true",),
         "fusion=mlp": ("params.fusion=mlp",),
         "no_dar": ("params.no_dar=true",),
+        # the cross-task transformer's depth and width (paper: L = 2, d = 256)
+        "layers=1": ("params.layers=1",),
+        "width=64": ("params.width=64",),
+        # a warm-started PMTA whose tables (restored and domain-specific) stay as
+        # they start: do the restored tables overfit when training goes on?
+        # (docs/benchmark_suite.md, "PMTA's warm-up")
+        "frozen_tables": ("training.embedding_optimizer.learning_rate=1e-9",),
     },
 }
 
@@ -833,6 +841,22 @@ def positives(result: Mapping[str, Any]) -> List[int]:
     return out
 
 
+def train_positives(data_dir: str, spec, result: Mapping[str, Any]) -> Optional[List[int]]:
+    """Positives per cell (`cells` order) of the *train* split (validation hold-out
+    included), from the data's manifest.json; None when it records no counts. A
+    cell can have enough eval positives to be measured and still too few training
+    positives for its head to learn a calibrated rate (docs/benchmark_suite.md,
+    "Measurable cells")."""
+    counts = label_stats.counts_in_manifest(tfrecord.read_manifest(data_dir), "train", spec)
+    if counts is None:
+        return None
+    scenario = {s: i for i, s in enumerate(counts.scenario_names)}
+    task = {t: k for k, t in enumerate(counts.task_names)}
+    if any(s not in scenario or t not in task for s, t in cells(result)):
+        return None
+    return [int(counts.cell_positives[scenario[s], task[t]]) for s, t in cells(result)]
+
+
 def measurable(result: Mapping[str, Any], min_positives: int = MIN_POSITIVES) -> List[bool]:
     """Per cell: has it at least ``min_positives`` eval positives? Only these
     cells enter the means and the "% of the oracle gap closed" (an AUC on 10
@@ -1056,6 +1080,7 @@ def _table_summary(suite: Suite, kind: str, results: List[dict], extra: Mapping[
         "scenarios": first["scenarios"], "metrics": result_metrics(first),
         "cells": [f"{s}/{t}" for s, t in cells(first)],
         "positives": positives(first), "measurable": measurable(first, suite.min_positives),
+        "train_positives": train_positives(suite.data_dir, suite.spec, first),
         "min_positives": suite.min_positives,
         "profile": dataclasses.asdict(suite.profile), "profile_text": suite.profile.describe(),
         "match": suite.match, "tolerance": suite.tolerance,

@@ -75,10 +75,13 @@ def _cell_heads(summary: Mapping[str, Any]) -> List[str]:
 
 
 def _positives_line(summary: Mapping[str, Any]) -> List[str]:
-    counts = summary.get("positives")
-    if not counts:
-        return []
-    return ["| eval positives | | " + " | ".join(f"{n:,}" for n in counts) + " | | |"]
+    """Each cell's eval positives, and its train-split positives when known."""
+    lines = []
+    for key, title in (("positives", "eval positives"), ("train_positives", "train positives")):
+        counts = summary.get(key)
+        if counts:
+            lines.append(f"| {title} | | " + " | ".join(f"{n:,}" for n in counts) + " | | |")
+    return lines
 
 
 def _row_table(summary: Mapping[str, Any], metric: str) -> List[str]:
