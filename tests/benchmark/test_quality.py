@@ -294,6 +294,12 @@ def test_pmta_rows_start_from_their_backbone_row(tmp_path, bench_data, tiny_conf
     with open(model_dir_lib.path(runs["pmta"]["model_dir"], model_dir_lib.SUMMARY)) as fh:
         warm = json.load(fh)["warm_start"]
     assert warm["source_model"] == "rankmixer" and warm["restored"] > 0
+    # the warm-started run records its validation logloss before its first step
+    trained = {n: json.loads(_read(os.path.dirname(runs[n]["model_dir"]), quality.TRAINED_JSON))
+               for n in (backbone, "pmta")}
+    assert "val_logloss_at_start" not in trained[backbone]
+    start = trained["pmta"]["val_logloss_at_start"]
+    assert np.isfinite(start) and start > 0 and start != trained["pmta"]["val_logloss"]
     assert [(b["a"], b["b"]) for b in summary["bootstrap"]] == [("pmta", backbone)]
     assert summary["best_baseline"] is None   # the backbone row is not a baseline
     # from scratch: one row, no backbone

@@ -654,7 +654,7 @@ class Suite:
                                                             "job": dataclasses.asdict(job)})
         keras.backend.clear_session()
         keras.utils.set_random_seed(job.seed)
-        start = time.perf_counter()
+        start, start_logloss = time.perf_counter(), None
         if model_dir_lib.has_final_weights(model_dir):   # trained, killed before the record
             summary = _read_json(model_dir_lib.path(model_dir, model_dir_lib.SUMMARY)) or {}
             seconds = summary.get("seconds")
@@ -668,6 +668,11 @@ class Suite:
                                          f"not trained.")
                 source_dir = record["model_dir"]
             run = trainer.prepare(config, self.data_dir, model_dir, warm_start_from=source_dir)
+            if source_dir and run.validation_data is not None:
+                # where the warm start leaves the model before its first step
+                # (docs/benchmark_suite.md, "PMTA's warm-up")
+                logs = run.model.evaluate(run.validation_data, verbose=0, return_dict=True)
+                start_logloss = float(logs["loss"]) / len(self.spec.task_names)
             history = run.fit(verbose=self.verbose)
             summary = run.finish(history)
             seconds = time.perf_counter() - start
@@ -682,6 +687,8 @@ class Suite:
                   "early_stopping": summary.get("early_stopping"),
                   "val_logloss_per_epoch": val, "val_logloss": val[-1] if val else None,
                   "train_seconds": seconds, "model_dir": model_dir}
+        if start_logloss is not None:
+            record["val_logloss_at_start"] = start_logloss
         write_json(os.path.join(run_dir, TRAINED_JSON), record)
         return _json_roundtrip(record)
 
