@@ -110,6 +110,26 @@ def test_prepare_restores_backbone_and_first_classifier_layer(rankmixer_dir, fee
         np.testing.assert_allclose(scores[task].numpy(), keras_out[task].numpy()[:, 0], atol=1e-5)
 
 
+def test_warm_started_model_starts_at_the_prior(rankmixer_dir, feed_dir, tmp_path):
+    """The output-bias prior is solved on the *warm-started* model's logits, so its
+    untrained mean prediction is each task's training rate (solved before the
+    warm start, the restored backbone would move every logit off the prior)."""
+    from tfmdl.pipelines import label_stats  # pylint: disable=g-import-not-at-top
+    from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top
+
+    spec = spec_lib.load_spec(feed_dir)
+    rates = label_stats.counts_in_manifest(tfrecord.read_manifest(feed_dir), "train",
+                                           spec).rates()
+    run = trainer.prepare(_config(tmp_path, "pmta", PMTA, "pmta"), feed_dir,
+                          str(tmp_path / "pmta"), overrides=QUICK + ["training.jit_compile=off"],
+                          warm_start_from=rankmixer_dir)
+    assert run.warm_start.restored
+    f, _, _ = next(iter(reader.make_dataset(spec, feed_dir, 4000, split="train", shuffle=False)))
+    out = run.built.model(f)
+    for t in spec.task_names:
+        assert abs(float(out[t].numpy().mean()) / rates[t] - 1) < 0.1, t
+
+
 def test_shape_mismatch_names_the_variable_and_both_shapes(rankmixer_dir, feed_dir):
     built = models.build("pmta", spec_lib.load_spec(feed_dir), dict(PMTA, classifier_width=32))
     before = [w.numpy() for w in built.model.weights]

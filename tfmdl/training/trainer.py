@@ -799,11 +799,13 @@ def prepare(config, data_dir: str, model_dir: str, *,
                           dense_tables=xla_mode(tcfg) is True)
         dense_optimizer = make_optimizer(tcfg.dense_optimizer)
         model = compile_model(built, tcfg, jit, dense_optimizer=dense_optimizer)
-    bias = init_output_bias(built, tcfg, data_dir, train_files, source)
     report = None
     if warm_start_from:
-        # the output bias is outside the warm start's scope: the prior stays
         report = warm_start_lib.warm_start(built, warm_start_from)
+    # after the warm start: the output bias is outside its scope, and its prior is
+    # solved on the logits of the model that trains (the restored backbone moves
+    # them), so the untrained mean prediction is the training rate either way
+    bias = init_output_bias(built, tcfg, data_dir, train_files, source)
 
     lookup = built.lookup
 
