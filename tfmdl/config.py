@@ -23,6 +23,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Type, TypeVar
 import yaml
 
 T = TypeVar("T")
+# a decimal number with an optional exponent (1e-4, -2.5E+3, .5): what a float
+# field accepts when YAML hands it over as a string
+FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -68,6 +71,8 @@ def _check_value(value: Any, annotation: Any, path: str) -> Any:
     if origin in (dict, Mapping) or annotation in (dict, Dict):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}.")
+        if len(args) == 2:   # Dict[K, V]: each value checked as a V
+            return {k: _check_value(v, args[1], f"{path}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(annotation):
         return dataclass_from_dict(annotation, value, path)
@@ -80,6 +85,8 @@ def _check_value(value: Any, annotation: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}.")
         return value
     if annotation is float:
+        if isinstance(value, str) and FLOAT_LITERAL.fullmatch(value.strip()):
+            return float(value)   # YAML 1.1 (PyYAML) reads 1e-4, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}.")
         return float(value)

@@ -61,6 +61,11 @@ def test_every_variant_switch_reaches_the_config_it_trains(tmp_path, bench_data,
             if name != "full":
                 assert (cfg["params"], cfg["training"]) != (full["params"], full["training"]), name
     assert groups == 6
+    # a bad training override fails when the config is built (before any run starts)
+    bad = quality.Job("bad", "pmta", 0, None, ("training.embedding_optimizer.learning_rate=fast",))
+    with pytest.raises(quality.BenchmarkError,
+                       match=r"bad: training\.embedding_optimizer\.learning_rate: expected a number"):
+        suite.experiment_config(bad)
 
 
 @pytest.mark.slow

@@ -293,6 +293,25 @@ def test_jit_auto_rules(two_cpus, mirrored):
         trainer.resolve_jit("on", mirrored)
 
 
+def test_float_fields_take_exponent_literals_yaml_reads_as_strings():
+    """PyYAML (YAML 1.1) reads ``1e-4`` as the string '1e-4'; a float field takes it
+    as the number, from a config file or a ``--set`` override. Other strings stay
+    errors that name the key."""
+    raw = config_lib.apply_overrides({}, ["dense_optimizer.learning_rate=1e-4",
+                                          "embedding_optimizer.learning_rate=5E-2",
+                                          "loss_weights.like=2e0"])
+    assert raw["dense_optimizer"]["learning_rate"] == "1e-4"   # what YAML hands over
+    cfg = config_lib.dataclass_from_dict(train_config.TrainingConfig, raw, "training")
+    assert cfg.dense_optimizer.learning_rate == 1e-4
+    assert cfg.embedding_optimizer.learning_rate == 0.05
+    assert cfg.loss_weights == {"like": 2.0}
+    for bad in ("1e-4x", "fast", "e-4", ""):
+        with pytest.raises(config_lib.ConfigError,
+                           match=r"training\.dense_optimizer\.learning_rate: expected a number"):
+            config_lib.dataclass_from_dict(train_config.TrainingConfig,
+                                           {"dense_optimizer": {"learning_rate": bad}}, "training")
+
+
 def test_config_errors_name_the_key(feed_dir, tmp_path):
     cfg = _config(tmp_path)
     with pytest.raises(ValueError, match=r"training\.batchsize: unknown key\. Did you mean 'batch_size'"):

@@ -470,11 +470,17 @@ class Suite:
         lr = self.profile.lr_grid[0] if job.learning_rate is None else job.learning_rate
         raw = {"model": job.model, "params": params,
                "training": self.profile.training(job.seed, lr)}
+        from tfmdl.training import config as train_config  # pylint: disable=g-import-not-at-top
+
         try:
-            cfg = experiment.load_config(raw, self.resolve(job.overrides))
+            cfg = experiment.load_config(raw, self.resolve(job.overrides)).to_dict()
+            # the training section too, so that a bad override stops the suite before
+            # its first run rather than at the job that carries it
+            config_lib.dataclass_from_dict(train_config.TrainingConfig, cfg["training"],
+                                           "training")
         except (config_lib.ConfigError, ValueError) as exc:
             raise BenchmarkError(f"{job.name}: {exc}") from None
-        return cfg.to_dict(), info
+        return cfg, info
 
     def resolve(self, overrides: Sequence[str]) -> List[str]:
         """``overrides`` with `FEATURE_TOKENS` replaced by the spec's group count."""
