@@ -71,7 +71,7 @@ def _check_value(value: Any, annotation: Any, path: str) -> Any:
     if origin in (dict, Mapping) or annotation in (dict, Dict):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}.")
-        if len(args) == 2:   # Dict[K, V]: each value checked as a V
+        if len(args) == 2 and args[1] in (bool, int, float, str):   # e.g. Dict[str, float]
             return {k: _check_value(v, args[1], f"{path}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(annotation):
