@@ -106,6 +106,17 @@ def test_rerun_skips_finished_models_and_seeds_give_mean_std(quality_run, capsys
     assert stat["n"] == 2 and stat["std"] is not None and stat["std"] > 0
     md = _read(out, "quality.md")
     assert "| dnn | " in md and " ± " in md and "seeds: 0, 1" in md
+    # an output directory copied elsewhere is reused from there: the records' model
+    # dirs are where the runs now live, not where they were trained
+    import shutil
+    moved = out + "-moved"
+    shutil.copytree(out, moved)
+    argv3 = [a for a in argv2 if not a.startswith("--out")] + [f"--out={moved}"]
+    assert run_cli(suite_commands.Quality(), argv3) == 0
+    text = capsys.readouterr().out
+    assert "training |" not in text and "scoring the eval split" not in text
+    runs = json.loads(_read(moved, "quality.json"))["runs"]
+    assert runs and all(r["model_dir"].startswith(moved + os.sep) for r in runs)
 
 
 def _fake(name, model, seed, aucs):

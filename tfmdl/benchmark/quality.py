@@ -557,7 +557,11 @@ class Suite:
             config, _ = self.experiment_config(job)
         except BenchmarkError:
             return None
-        return value if value.get("fingerprint") == self.fingerprint(job, config) else None
+        if value.get("fingerprint") != self.fingerprint(job, config):
+            return None
+        if "model_dir" in value:   # where the run lives now (OUT may have been moved)
+            value["model_dir"] = os.path.join(run_dir, "model")
+        return value
 
     def finished(self, job: Job) -> Optional[dict]:
         """The saved result (trained and scored) of ``job`` when it is complete and
