@@ -1,6 +1,6 @@
 """NumPy reference implementations shared by the layer tests.
 
-These are straightforward, loop-based re-computations of the SPEC.md equations,
+These are straightforward, loop-based re-computations of the docs/design.md equations,
 read directly from a built layer's weights. They are deliberately simple rather
 than fast and serve as the ground truth that the TensorFlow layers are compared
 against.

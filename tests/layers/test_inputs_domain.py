@@ -1,4 +1,5 @@
-"""Domain-specific embeddings e^d (SPEC.md 1, PMTA 2.1): `FeatureEmbedding(domain_features=...)`."""
+"""Domain-specific embeddings e^d (docs/design.md 1, PMTA 2.1):
+`FeatureEmbedding(domain_features=...)`."""
 
 import numpy as np
 import pytest

@@ -16,7 +16,7 @@ from tests.layers.numpy_reference import (np_daa, np_fused, np_layer_norm, np_pf
 
 # ------------------------------ NumPy re-computation ----------------------------- #
 def np_mdl_block(x, z, u, mask, block):
-    """SPEC.md 2.2 steps 1-6 (and the "mixing" joins of 2.4), from the block's weights."""
+    """docs/design.md 2.2 steps 1-6 (and the "mixing" joins of 2.4), from the block's weights."""
     joined = [x] + ([z] if block.scenario_mode == "mixing" else []) \
         + ([u] if block.task_mode == "mixing" else [])
     mixed = np_rank_mixer(np.concatenate(joined, axis=1), block.rank_mixer)

@@ -1,4 +1,5 @@
-"""Domain-aware attention: scenario/task tokens attend to feature tokens (SPEC.md 2.2 step 2)."""
+"""Domain-aware attention: scenario/task tokens attend to feature tokens
+(docs/design.md 2.2 step 2)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tfmdl.layers.per_token_ffn import (PerTokenDense, _check_positive_int, _che
 class DomainAwareAttention(keras.layers.Layer):
     """Domain-aware attention (DAA), a cross-attention with per-token projections.
 
-    MDL 3.2.2 (Eq. 7, 8); SPEC.md 2.2 step 2. Queries are the ``N_q`` scenario or
+    MDL 3.2.2 (Eq. 7, 8); docs/design.md 2.2 step 2. Queries are the ``N_q`` scenario or
     task tokens ``Q_in``, keys and values the ``T`` feature tokens ``X``:
 
     ``q_n = W_Q,n q_in_n + b_Q,n`` (own ``W_Q`` per query token, kernel ``[N_q, d, d]``),
@@ -25,7 +26,7 @@ class DomainAwareAttention(keras.layers.Layer):
 
     ``call(queries, features)`` always returns ``(output, weights)``; ``weights``
     are the softmax attention weights before dropout (they are visualised,
-    SPEC.md 6). The residual connection is the caller's (`MDLBlock`).
+    docs/design.md 6). The residual connection is the caller's (`MDLBlock`).
 
     Shapes: ``queries [batch, N_q, d]``, ``features [batch, T, d_x]`` ->
     ``output [batch, N_q, d]``, ``weights [batch, H, N_q, T]``. ``d % H == 0``.

@@ -1,4 +1,4 @@
-"""Classic CTR feature-interaction layers (SPEC.md 4: DeepFM, DCN, xDeepFM).
+"""Classic CTR feature-interaction layers (docs/design.md 4: DeepFM, DCN, xDeepFM).
 
 * `FieldProjection`: per-field inputs of different widths -> one common
   embedding width ``[batch, F, k]`` (what FM and CIN interact).

@@ -25,7 +25,7 @@ class MLP(keras.layers.Layer):
 
     Shapes: input ``[batch, ..., d_in]`` -> output ``[batch, ..., units[-1]]``
     (the input itself when ``units`` is empty: an identity "backbone").
-    Paper: the DNN baseline of both papers (SPEC.md 4).
+    Paper: the DNN baseline of both papers (docs/design.md 4).
 
     Example:
       >>> MLP([8, 4])(tf.zeros([2, 3])).shape
@@ -99,7 +99,7 @@ class TaskTowers(keras.layers.Layer):
     is a `PerTokenDense` with kernel ``[K, d_j, d_{j+1}]``.
 
     Shapes: ``[batch, d]`` or ``[batch, K, d]`` -> logits ``[batch, K]``.
-    Paper: the task towers of SharedBottom/MMoE/PLE (SPEC.md 4).
+    Paper: the task towers of SharedBottom/MMoE/PLE (docs/design.md 4).
 
     Example:
       >>> TaskTowers(3, [8])(tf.zeros([2, 5])).shape

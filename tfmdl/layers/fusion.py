@@ -1,4 +1,4 @@
-"""Scenario-task token fusion: the domain-fused module (SPEC.md 2.2 step 5).
+"""Scenario-task token fusion: the domain-fused module (docs/design.md 2.2 step 5).
 
 * `scenario_mask`: scenario ids (single- or multi-valued) -> float multi-hot ``[B, S]``.
 * `scenario_share`: that mask -> each scenario's share ``m_s / max(Σ_s m_s, 1)``.
@@ -23,7 +23,7 @@ def scenario_mask(ids, num_scenarios: int, validate: bool = True,
     in ``[0, S)`` or are the pad ``-1``, which contributes nothing (a sum of
     one-hots, clipped at 1 so a repeated id counts once).
 
-    Out-of-range ids are an error, never a silent zero (SPEC.md 1): with
+    Out-of-range ids are an error, never a silent zero (docs/design.md 1): with
     ``validate`` the mask passes through ``tf.debugging.check_numerics``, made NaN
     when any id is out of range, so eager, graph and Keras functional execution
     raise ``InvalidArgumentError`` naming the range. XLA cannot raise, so under
@@ -75,7 +75,7 @@ def scenario_share(mask, dtype=None) -> tf.Tensor:
 class DomainFused(keras.layers.Layer):
     """Domain-fused module: add the instance's pooled scenario tokens to every task token.
 
-    MDL 3.2.3 (Eq. 9, 10); SPEC.md 2.2 step 5. With the multi-hot scenario mask
+    MDL 3.2.3 (Eq. 9, 10); docs/design.md 2.2 step 5. With the multi-hot scenario mask
     ``m ∈ {0,1}^S`` of an instance:
 
     ``z̄ = (Σ_s m_s Z_s + Z_g) / (Σ_s m_s + 1)`` (``use_global=True``), i.e.

@@ -1,4 +1,4 @@
-"""The shared input stage: raw spec features -> embedding rows -> embeddings (SPEC.md 1).
+"""The shared input stage: raw spec features -> embedding rows -> embeddings (docs/design.md 1).
 
 Every model starts from the output of this stage, never from its own plumbing.
 It has two parts, because they run in different places:
@@ -171,12 +171,12 @@ class FeatureEmbedding(keras.layers.Layer):
     ``"<name>/mask"``; numeric ``[B, 1]``.
 
     With ``extra_features``, each listed feature also gets a second, separate
-    table (MDL's extra embeddings ``ê``, SPEC.md 1): its output is under
+    table (MDL's extra embeddings ``ê``, docs/design.md 1): its output is under
     ``"extra/<name>"``, same shape as the shared one.
 
     With ``domain_features``, each listed categorical feature also gets a
     domain-specific table keyed by (value, scenario) (PMTA's ``e_u^d, e_v^d``,
-    SPEC.md 3): ``S`` rows per value, row ``r·S + s``. Its output is under
+    docs/design.md 3): ``S`` rows per value, row ``r·S + s``. Its output is under
     ``"domain/<name>"``, ``[B, d]``; an instance in several scenarios
     (multi-valued scenario field) gets the mean over its scenarios' rows. The
     scenario field must then be among the inputs.

@@ -1,4 +1,4 @@
-"""One MDL block: domain-aware all-token interaction (SPEC.md 2.2, ablations 2.4)."""
+"""One MDL block: domain-aware all-token interaction (docs/design.md 2.2, ablations 2.4)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class MDLBlock(keras.layers.Layer):
 
     With feature tokens ``X``, scenario tokens ``Z = [Z_1..Z_S, Z_g]`` (global
     token last), task tokens ``U`` and the multi-hot scenario mask ``m``
-    (SPEC.md 2.2; defaults ``scenario_mode = task_mode = "daa"``):
+    (docs/design.md 2.2; defaults ``scenario_mode = task_mode = "daa"``):
 
     1. ``X^l = RankMixer(X^{l-1})`` (`RankMixerBlock`: token mixing or
        self-attention, then per-token FFN).
@@ -34,7 +34,7 @@ class MDLBlock(keras.layers.Layer):
     PFFN_s / PFFN_t are per-token FFNs (own weights per scenario / task token)
     with hidden width ``ffn_mult · d`` and GELU, like RankMixer's PFFN.
 
-    Ablations (SPEC.md 2.4, MDL Table 2):
+    Ablations (docs/design.md 2.4, MDL Table 2):
 
     * ``scenario_mode="mixing"``: the scenario tokens are concatenated after the
       feature tokens (and before any task tokens), go through the RankMixer
@@ -57,7 +57,7 @@ class MDLBlock(keras.layers.Layer):
     from the task tokens the feature update would feed nothing (and get no
     gradient); `tfmdl.models.mdl` turns it off there.
 
-    Choices where SPEC.md is silent: the LayerNorms of steps 3 and 6 normalise over
+    Choices where docs/design.md is silent: the LayerNorms of steps 3 and 6 normalise over
     ``d`` with parameters shared by all tokens (``epsilon = 1e-6``); joining
     tokens in ``"mixing"`` mode changes the token count, so with
     ``interaction="mixing"`` the width must satisfy ``d % T_joined == 0``

@@ -1,4 +1,4 @@
-"""Feature-token self-interaction: RankMixer token mixing and block (SPEC.md 2.2 step 1).
+"""Feature-token self-interaction: RankMixer token mixing and block (docs/design.md 2.2 step 1).
 
 * `TokenMixing`: parameter-free RankMixer token mixing (head exchange).
 * `RankMixerBlock`: ``S = LN(TokenMix(X) + X)``, ``X' = LN(PFFN(S) + S)``, with the
@@ -34,7 +34,7 @@ def check_mixable(num_tokens: int, width: int, what: str = "TokenMixing",
 
 @keras.utils.register_keras_serializable(package="tfmdl")
 class TokenMixing(keras.layers.Layer):
-    """Parameter-free RankMixer token mixing (MDL 3.2.1, SPEC.md 2.2 step 1).
+    """Parameter-free RankMixer token mixing (MDL 3.2.1, docs/design.md 2.2 step 1).
 
     Every token ``x_t ∈ R^d`` is split into ``H = T`` heads of width ``d / T``:
     ``x_t = [x_t^1 .. x_t^H]``. Output token ``h`` is the concatenation over all
@@ -45,7 +45,7 @@ class TokenMixing(keras.layers.Layer):
     ``num_heads`` (H) other than T: the ``[H, T·d/H]`` result holds the same
     ``T·d`` numbers and is laid back out as ``[T, d]`` in row-major order, a fixed,
     parameter-free permutation in which every output token still gathers head
-    slices of many input tokens. SPEC.md 2.2 allows H = T or a learned projection;
+    slices of many input tokens. docs/design.md 2.2 allows H = T or a learned projection;
     this keeps the block parameter-free when d is not divisible by T (e.g. when
     scenario and task tokens join the mixing in MDL's ablations).
 

@@ -12,7 +12,7 @@
   predictions, gradients stopped on the borrowed ones.
 
 Every per-expert and per-gate weight lives in a ``[N, d_in, d_out]`` kernel of a
-`PerTokenDense`; no Python loop runs over experts, gates or tasks (SPEC.md,
+`PerTokenDense`; no Python loop runs over experts, gates or tasks (docs/design.md,
 notation paragraph). A shared input is never tiled: `PerTokenDense.shared_call`
 maps it with one matmul. Gated sums are broadcast products summed over the
 (few) experts, which XLA fuses and which avoid gathers whose gradients are
@@ -70,7 +70,7 @@ class Experts(keras.layers.Layer):
 
     Shapes: ``[batch, d]`` or ``[batch, E, d]`` -> ``[batch, E, units[-1]]``.
     Paper: the experts of MMoE (Ma et al. 2018, Eq. 5) and PLE (Tang et al.
-    2020, Sec. 4.2); SPEC.md 4.
+    2020, Sec. 4.2); docs/design.md 4.
 
     Example:
       >>> Experts(4, [8])(tf.zeros([2, 5])).shape
@@ -233,7 +233,7 @@ class MixtureOfExperts(keras.layers.Layer):
     gates read ``gate_inputs`` when given (``[batch, d']``), else ``x``.
 
     Shapes: ``x [batch, d]`` -> ``[batch, G, units[-1]]``.
-    Paper: MMoE (Ma et al. 2018) Eq. 5-6; SPEC.md 4. HMoE's implicit MoE (Li et
+    Paper: MMoE (Ma et al. 2018) Eq. 5-6; docs/design.md 4. HMoE's implicit MoE (Li et
     al. 2020) is the same layer with one gate per (scenario, task).
 
     Example:
@@ -320,7 +320,7 @@ class CGC(keras.layers.Layer):
     ``[batch, N·(K+1), u]`` (``shared_output=True``, same slot layout as the
     input), ``u = expert_units[-1]``, ``N = num_groups``.
     Paper: PLE (Tang et al. 2020) Sec. 4.2, Eq. 2-4 (CGC) and 4.3, Eq. 5-6
-    (progressive levels); SPEC.md 4.
+    (progressive levels); docs/design.md 4.
 
     Example:
       >>> CGC(num_tasks=2, task_experts=1, shared_experts=2,
@@ -498,7 +498,7 @@ class LabelSpaceFusion(keras.layers.Layer):
     Shapes: ``call(predictions [batch, S, K], gate_inputs [batch, d],
     scenario_mask [batch, S])`` -> ``[batch, K]``. With probabilities in, the
     output is a convex combination of probabilities.
-    Paper: HMoE (Li et al. 2020) Sec. 3.3-3.4; SPEC.md 4.
+    Paper: HMoE (Li et al. 2020) Sec. 3.3-3.4; docs/design.md 4.
 
     Example:
       >>> fuse = LabelSpaceFusion(num_scenarios=2, num_tasks=3)

@@ -1,4 +1,4 @@
-"""PEPNet's personalisation gates (Chang et al. 2023; SPEC.md 4).
+"""PEPNet's personalisation gates (Chang et al. 2023; docs/design.md 4).
 
 * `GateNU`: the gate neural unit ``δ = γ·σ(W2 ReLU(W1 x + b1) + b2)``, values in
   ``(0, γ)``, optionally ``N`` independent gates computed together.

@@ -3,7 +3,7 @@
 A per-token layer applies a *different* weight matrix to every token position of
 a ``[batch, tokens, dim]`` input. It is computed as one batched matmul over a
 ``[tokens, d_in, d_out]`` kernel, never as a Python loop of `Dense` layers
-(SPEC.md, notation paragraph; MDL paper 3.1.2 and 3.2.1).
+(docs/design.md, "Notation"; MDL paper 3.1.2 and 3.2.1).
 
 `kernel_product` multiplies by a kernel; a narrow kernel (few output units: a
 gate's logits, a tower's last layers) is multiplied in units-major layout, see
@@ -254,7 +254,7 @@ class PerTokenFFN(keras.layers.Layer):
 
     Shapes: input ``[batch, N, d_in]`` -> output ``[batch, N, d_out]``.
     Paper: MDL 3.1.2 (scenario/task tokenization), 3.2.1 and 3.3 (PFFN, PFFN_s,
-    PFFN_t); SPEC.md 2.1 and 2.2.
+    PFFN_t); docs/design.md 2.1 and 2.2.
 
     Example:
       >>> ffn = PerTokenFFN(hidden_dim=16)

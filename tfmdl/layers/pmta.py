@@ -1,4 +1,4 @@
-"""PMTA's layers: task prompts, cross-task transformer, domain-aware rescaling (SPEC.md 3).
+"""PMTA's layers: task prompts, cross-task transformer, domain-aware rescaling (docs/design.md 3).
 
 * `TaskPromptEmbedding`: ``TPE_k = W2_k ReLU(W1_k [p_k ; e_u^k ; e_v^k] + b1_k) + b2_k``
   (PMTA 2.3, Eqs. 1-2), all K tasks in one einsum.

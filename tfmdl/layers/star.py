@@ -49,7 +49,7 @@ class StarDense(keras.layers.Layer):
     shared network and each scenario learns its deviation.
 
     Shapes: ``call(x [batch, d], scenario_mask [batch, S])`` -> ``[batch, units]``.
-    Paper: STAR (Sheng et al. 2021) Sec. 4.3; SPEC.md 4.
+    Paper: STAR (Sheng et al. 2021) Sec. 4.3; docs/design.md 4.
 
     Example:
       >>> StarDense(num_scenarios=3, units=4)(tf.zeros([2, 5]), tf.one_hot([0, 2], 3)).shape
@@ -128,7 +128,7 @@ class PartitionedNormalization(keras.layers.Layer):
     `BatchNormalization`, and updated with ``assign`` (XLA-safe).
 
     Shapes: ``call(z [batch, d], scenario_mask [batch, S])`` -> ``[batch, d]``.
-    Paper: STAR (Sheng et al. 2021) Sec. 4.2; SPEC.md 4.
+    Paper: STAR (Sheng et al. 2021) Sec. 4.2; docs/design.md 4.
 
     Example:
       >>> pn = PartitionedNormalization(num_scenarios=2)

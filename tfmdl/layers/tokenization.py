@@ -1,4 +1,4 @@
-"""Unified information tokenization: feature, scenario and task tokens (SPEC.md 2.1).
+"""Unified information tokenization: feature, scenario and task tokens (docs/design.md 2.1).
 
 * `FeatureTokenizer`: semantic feature groups -> feature tokens ``X^0``.
 * `DomainTokenizer` and its named forms `ScenarioTokenizer` / `TaskTokenizer`:
@@ -167,7 +167,7 @@ class DomainTokenizer(keras.layers.Layer):
 
 @keras.utils.register_keras_serializable(package="tfmdl")
 class ScenarioTokenizer(DomainTokenizer):
-    """Scenario tokens ``Z^0 = [z_1..z_S, z_g]`` (MDL 3.1.2, SPEC.md 2.1).
+    """Scenario tokens ``Z^0 = [z_1..z_S, z_g]`` (MDL 3.1.2, docs/design.md 2.1).
 
     ``z_s = FFN_s([ê ; p_s])`` with own FFN weights per scenario; the global
     token ``z_g = FFN_g([ê ; p_g])`` (``p_g`` optional global prior features) is
@@ -197,7 +197,7 @@ class ScenarioTokenizer(DomainTokenizer):
 
 @keras.utils.register_keras_serializable(package="tfmdl")
 class TaskTokenizer(DomainTokenizer):
-    """Task tokens ``U^0 = [u_1..u_K]`` (MDL 3.1.2, SPEC.md 2.1).
+    """Task tokens ``U^0 = [u_1..u_K]`` (MDL 3.1.2, docs/design.md 2.1).
 
     ``u_k = FFN_k([ê' ; r_k])`` with ``r_k`` the task-related features and own
     FFN weights per task; ``num_tokens = K``.

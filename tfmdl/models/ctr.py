@@ -1,4 +1,4 @@
-"""Classic CTR baselines with per-task heads (SPEC.md 4; PMTA paper 3.1.2).
+"""Classic CTR baselines with per-task heads (docs/design.md 4; PMTA paper 3.1.2).
 
 All five start from the shared input stage. ``x = [e_1; …; e_F; m]`` is the
 concatenation of every feature embedding (sequences pooled, numerics as

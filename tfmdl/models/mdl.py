@@ -1,4 +1,4 @@
-"""MDL: Multi-Distribution Learner (SPEC.md section 2), registered as ``mdl``.
+"""MDL: Multi-Distribution Learner (docs/design.md 2), registered as ``mdl``.
 
 Inputs (all from the shared input stage): feature tokens from the spec's
 ``semantic_groups`` (one token per group, `FeatureTokenizer`); scenario tokens
@@ -23,7 +23,7 @@ Head options (measured in docs/benchmarks.md, "MDL's rare-task heads"):
   task, ``σ(w2_k · ReLU(W1_k U^L_k + b1_k) + b_k)`` with ``W1_k`` ``[d, h]``,
   which is an acceptable reading of the paper's "logits layer" too.
 
-Ablations (MDL Table 2, SPEC.md 2.4):
+Ablations (MDL Table 2, docs/design.md 2.4):
 
 * ``no_task_tokens``: no task tokens; per-task towers (two-layer per-task FFN)
   on the mean of the final feature tokens, plus the fused scenario vector ``z̄``

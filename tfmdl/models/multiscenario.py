@@ -1,4 +1,4 @@
-"""Multi-scenario baselines: ``ple_md``, ``star`` and ``hmoe`` (SPEC.md 4).
+"""Multi-scenario baselines: ``ple_md``, ``star`` and ``hmoe`` (docs/design.md 4).
 
 Each takes a backbone (`common.backbone`, ``backbone: dnn|rankmixer``; by
 default ``backbone_hidden: []``, the raw embedding concatenation) and emits one

@@ -1,4 +1,4 @@
-"""Multi-task baselines: ``shared_bottom``, ``mmoe`` and ``ple`` (SPEC.md 4).
+"""Multi-task baselines: ``shared_bottom``, ``mmoe`` and ``ple`` (docs/design.md 4).
 
 All three start from a backbone (`common.backbone`, ``backbone: dnn|rankmixer``)
 ``h`` ``[B, D]`` — the raw concatenation ``[e_1; …; e_F; m]`` of the feature

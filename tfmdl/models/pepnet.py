@@ -1,6 +1,6 @@
 """PEPNet: parameter and embedding personalised network (Chang et al. 2023).
 
-Registered as ``pepnet`` (SPEC.md 4; an MDL and PMTA paper baseline).
+Registered as ``pepnet`` (docs/design.md 4; an MDL and PMTA paper baseline).
 
 1. General embeddings ``E = [e_1; …; e_F]`` (every feature, shared tables).
 2. EPNet: ``O_ep = GateNU([E_d ; ∅(E)]) ⊗ E`` with the domain features

@@ -1,4 +1,4 @@
-"""The two single-backbone baselines: ``dnn`` and ``rankmixer`` (SPEC.md 4).
+"""The two single-backbone baselines: ``dnn`` and ``rankmixer`` (docs/design.md 4).
 
 * ``dnn``: ``h = MLP([e_1; …; e_F; m])`` (all feature embeddings and the
   scenario multi-hot ``m``), then one tower per task: ``ŷ_k = σ(T_k(h))``.

@@ -1,4 +1,4 @@
-"""PMTA: Perception-aware Multi-Task Transformer (SPEC.md 3), registered as ``pmta``.
+"""PMTA: Perception-aware Multi-Task Transformer (docs/design.md 3), registered as ``pmta``.
 
 PMTA is a plug-in on top of a backbone ``H`` (``backbone: dnn | rankmixer``,
 `common.backbone`, the same layers as the ``dnn`` / ``rankmixer`` models):

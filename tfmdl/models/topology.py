@@ -1,4 +1,4 @@
-"""Shared/specific topologies for multi-scenario multi-task learning (SPEC.md 4).
+"""Shared/specific topologies for multi-scenario multi-task learning (docs/design.md 4).
 
 The PMTA paper's (3.1.2) multi-domain multi-task baselines, which differ only in
 which parts are specific to the instance's scenario (domain). Every model

@@ -1,4 +1,4 @@
-"""Declarative feature spec: YAML -> validated, typed objects (SPEC.md section 1).
+"""Declarative feature spec: YAML -> validated, typed objects (docs/design.md 1).
 
 A spec says which raw fields an example carries, how each becomes a model input,
 which fields are labels, which identify users and queries for GAUC/QAUC, and
@@ -248,7 +248,7 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSets:
-    """Named feature sets the MDL and PMTA layers read (SPEC.md 2.1 and 3)."""
+    """Named feature sets the MDL and PMTA layers read (docs/design.md 2.1 and 3)."""
     extra_embedding: Tuple[str, ...] = ()
     scenario_prior: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
     task_related: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)

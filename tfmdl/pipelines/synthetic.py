@@ -1,4 +1,4 @@
-"""Synthetic multi-scenario x multi-task benchmark with known truth (SPEC.md section 7).
+"""Synthetic multi-scenario x multi-task benchmark with known truth (docs/design.md 7).
 
 Users and items carry latent vectors, a shared part plus a per-scenario offset
 (``scenario_shift`` scales the offsets: how different the scenarios are). Each

@@ -1,5 +1,5 @@
 """Serving: SavedModel export for TF Serving, its signatures, warm-up requests,
-``models.config`` and client request helpers (SPEC.md section 8).
+``models.config`` and client request helpers (docs/design.md 8).
 
 * `tfmdl.serving.export`: ``export(model_dir, export_base, model_name)`` ->
   ``E/NAME/V/`` (atomic, integer versions).

@@ -1,4 +1,4 @@
-"""Exports a trained model directory as a TF Serving SavedModel (SPEC.md section 8).
+"""Exports a trained model directory as a TF Serving SavedModel (docs/design.md 8).
 
 ``export(model_dir, export_base, model_name)`` writes::
 

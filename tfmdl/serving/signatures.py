@@ -1,4 +1,4 @@
-"""The serving signatures of an exported model (SPEC.md section 8).
+"""The serving signatures of an exported model (docs/design.md 8).
 
 `ServingModule` is a `tf.Module` holding a trained model's full Keras model
 (raw features -> lookup -> core); ``tf.saved_model.save(module, path,

@@ -1,6 +1,6 @@
 """Parameter warm-up: start a model from the weights of a trained model directory.
 
-PMTA (SPEC.md 3, PMTA 2.4) is a plug-in on a large backbone; it is trained after
+PMTA (docs/design.md 3, PMTA 2.4) is a plug-in on a large backbone; it is trained after
 loading the backbone ("parameter warm-up") and the first classifier layers
 ``C1_k`` from a trained backbone model::
 
