@@ -138,6 +138,38 @@ def test_classifier_first_layer_is_the_first_layer_of_task_towers():
     np.testing.assert_allclose(c1(ht).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_classifier_with_logit_is_the_whole_one_layer_tower():
+    """``with_logit``: ``b_k = v_k · C1_k(h)`` with the weight names of `TaskTowers`,
+    so restored from a backbone model's towers it gives that model's logits."""
+    towers = dnn.TaskTowers(K, [6], name="task_towers")
+    h = x_input([B, D])
+    towers(h)
+    randomize(towers)
+    c1 = TaskClassifierFirstLayer(K, 6, with_logit=True, name="task_towers")
+    hidden, logit = c1(h)
+    assert [w.name for w in c1.weights] == [w.name for w in towers.weights]
+    c1.set_weights(towers.get_weights())
+    kernel, bias, v = towers.get_weights()
+    first = np.stack([relu(h @ kernel[k] + bias[k]) for k in range(K)], axis=1)   # [B, K, 6]
+    expected = np.einsum("bku,ku->bk", first, v[:, :, 0])
+    hidden, logit = c1(h)
+    np.testing.assert_allclose(hidden.numpy(), first, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logit.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logit.numpy(), towers(h).numpy(), rtol=1e-5, atol=1e-5)
+    again = TaskClassifierFirstLayer.from_config(c1.get_config())
+    assert again.with_logit and again.get_config() == c1.get_config()
+    compiled = tf.function(lambda x: c1(x), jit_compile=True)(h)       # XLA
+    np.testing.assert_allclose(compiled[1].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_classifier_with_logit_in_a_mirrored_scope(mirrored):
+    with mirrored.scope():
+        c1 = TaskClassifierFirstLayer(K, 6, with_logit=True)
+        hidden, logit = c1(x_input([B, D]))
+    assert hidden.shape == (B, K, 6) and logit.shape == (B, K)
+    assert len(c1.trainable_weights) == 3
+
+
 # ---------------------------- CrossTaskTransformer ---------------------------- #
 @pytest.mark.parametrize("scale_shape", [None, (B, 2, D), (B, 2, K, D)])
 def test_cross_task_transformer_matches_numpy(scale_shape):

@@ -46,7 +46,7 @@ def test_dcnv2_uses_tfrs_cross_and_dcn_its_v1_cross(feed_dir):
     v1 = models.build("dcn", spec, SMALL["dcn"])
     crosses = _layers(full, tfrs.layers.dcn.Cross)
     assert len(crosses) == 3 and not _layers(full, ctr.CrossV1)
-    width = full.core.get_layer("deep_mlp").input_shape[-1]          # x = [e; m]
+    width = full.core.get_layer("backbone_mlp").input_shape[-1]          # x = [e; m]
     assert crosses[0]._dense.kernel.shape == (width, width)          # full-rank W
     low_cross = _layers(low, tfrs.layers.dcn.Cross)[0]
     assert low_cross._dense_u.kernel.shape == (width, 8)              # U V, rank 8
@@ -55,7 +55,7 @@ def test_dcnv2_uses_tfrs_cross_and_dcn_its_v1_cross(feed_dir):
     assert _layers(v1, ctr.CrossV1)[0].kernel.shape == (width, 1)    # a vector
     # stacked: the deep MLP reads the cross output
     stacked = models.build("dcnv2", spec, dict(SMALL["dcnv2"], structure="stacked"))
-    mlp = stacked.core.get_layer("deep_mlp")
+    mlp = stacked.core.get_layer("backbone_mlp")
     assert mlp.input_shape[-1] == width
     checks.check_builds(stacked, spec, feed_dir, 8)
 
@@ -92,6 +92,9 @@ def test_xdeepfm_cin_sees_every_field(feed_dir):
     ("dcnv2_mt", {"backbone": "rankmixer", "structure": "stacked"},
      "structure 'stacked' .* needs backbone 'dnn'"),
     ("dcnv2_mt", {"backbone_hiden": [4]}, "Did you mean 'backbone_hidden'"),
+    ("dcnv2_mt", {"backbone": "dcnv2"}, "its own cross network .* got 'dcnv2'"),
+    ("pmta", {"backbone": "dcnv2", "backbone_cross_layers": 0},
+     "backbone_cross_layers must be >= 1, got 0"),
 ])
 def test_config_errors_name_the_key(feed_dir, name, params, message):
     spec = spec_lib.load_spec(feed_dir)

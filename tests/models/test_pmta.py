@@ -42,7 +42,7 @@ def _layer_names(model):
     return {l.name for l in model.layers}
 
 
-@pytest.mark.parametrize("backbone", ["dnn", "rankmixer"])
+@pytest.mark.parametrize("backbone", ["dnn", "rankmixer", "dcnv2"])
 def test_builds_with_one_probability_per_task(feed_dir, backbone):
     spec = _spec(feed_dir)
     built = models.build("pmta", spec, dict(SMALL, backbone=backbone, backbone_hidden=[32]))
@@ -57,7 +57,8 @@ def test_builds_with_one_probability_per_task(feed_dir, backbone):
             "dar_0", "dar_1", "task_logits"} <= names
     assert "task_fusion_mlp" not in names and "dar_2" not in names
     assert ("backbone_block_0" in names) == (backbone == "rankmixer")
-    assert ("backbone_mlp" in names) == (backbone == "dnn")
+    assert ("backbone_mlp" in names) == (backbone in ("dnn", "dcnv2"))
+    assert ("backbone_cross_0" in names) == (backbone == "dcnv2")
     tpe = built.core.get_layer("task_prompt_embedding")
     related = spec.feature_sets.task_related
     emb = built.core.get_layer("feature_embedding")

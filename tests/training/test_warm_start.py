@@ -130,6 +130,58 @@ def test_warm_started_model_starts_at_the_prior(rankmixer_dir, feed_dir, tmp_pat
         assert abs(float(out[t].numpy().mean()) / rates[t] - 1) < 0.1, t
 
 
+def test_backbone_logit_starts_at_the_backbone_models_function(rankmixer_dir, feed_dir):
+    """``backbone_logit: true``: once warm-started, PMTA's logits are its source's
+    (the source's tower output layer is restored, the transformer's ``w_k`` is 0);
+    without it the source's logit layer is left unused (test above)."""
+    spec = spec_lib.load_spec(feed_dir)
+    built = models.build("pmta", spec, dict(PMTA, backbone_logit=True))
+    assert not built.core.get_layer("task_logits").kernel.numpy().any()
+    report = warm_start.warm_start(built, rankmixer_dir)
+    assert "task_towers/layer_1/kernel:0" in report.restored
+    source, _ = model_dir_lib.load_trained(rankmixer_dir)
+    # give the new model the source's output bias (the trainer solves its own prior)
+    bias = {w.name: w for w in source.model.weights if w.name.startswith("output_bias/")}
+    for w in built.model.weights:
+        if w.name in bias:
+            w.assign(bias[w.name])
+    f, _, _ = next(iter(reader.make_dataset(spec, feed_dir, 64, split="eval", shuffle=False)))
+    got, want = built.model(f, training=False), source.model(f, training=False)
+    for t in spec.task_names:
+        assert np.std(want[t].numpy()) > 1e-4, t       # the source's scores are not constant
+        np.testing.assert_allclose(got[t].numpy(), want[t].numpy(), rtol=1e-4, atol=1e-6,
+                                   err_msg=t)
+
+
+def test_pmta_on_a_dcnv2_backbone_warm_starts_from_the_dcnv2_model(feed_dir, tmp_path):
+    """``backbone: dcnv2``: the source is the plain ``dcnv2`` model with the same
+    cross network and MLP (`pmta.backbone_source`); its cross layers, MLP and
+    first tower layer are restored."""
+    from tfmdl.models import pmta  # pylint: disable=g-import-not-at-top
+
+    spec = spec_lib.load_spec(feed_dir)
+    params = dict(PMTA, backbone="dcnv2", backbone_hidden=[16], backbone_cross_layers=2,
+                  backbone_projection_dim=4)
+    target = models.build("pmta", spec, params)
+    source_cfg = pmta.backbone_source(target.params)
+    assert source_cfg["model"] == "dcnv2"
+    model_dir = str(tmp_path / "dcnv2")
+    run = trainer.prepare(_config(tmp_path, source_cfg["model"], source_cfg["params"],
+                                  "dcnv2"), feed_dir, model_dir,
+                          overrides=QUICK + ["training.jit_compile=off"])
+    run.finish(run.fit(verbose=0))
+    report = warm_start.warm_start(target, model_dir)
+    assert {"backbone_cross_0/dense/kernel:0", "backbone_cross_1/dense_1/bias:0",
+            "task_towers/layer_0/kernel:0"} <= set(
+                report.restored), sorted(report.restored)
+    assert any(n.startswith("backbone_mlp/") for n in report.restored)
+    source, _ = model_dir_lib.load_trained(model_dir)
+    src = {w.name: w.numpy() for w in source.model.weights}
+    for w in target.model.weights:
+        if w.name.startswith(("backbone_cross_", "backbone_mlp/")):
+            np.testing.assert_array_equal(w.numpy(), src[w.name], err_msg=w.name)
+
+
 def test_shape_mismatch_names_the_variable_and_both_shapes(rankmixer_dir, feed_dir):
     built = models.build("pmta", spec_lib.load_spec(feed_dir), dict(PMTA, classifier_width=32))
     before = [w.numpy() for w in built.model.weights]

@@ -91,6 +91,9 @@ ABLATIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
         # they start: do the restored tables overfit when training goes on?
         # (docs/benchmark_suite.md, "PMTA's warm-up")
         "frozen_tables": ("training.embedding_optimizer.learning_rate=1e-9",),
+        # the backbone tower's logit kept beside the transformer's (zero-initialised):
+        # a warm-started PMTA then starts at its backbone's function
+        "backbone_logit": ("params.backbone_logit=true",),
     },
 }
 

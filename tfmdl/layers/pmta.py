@@ -185,25 +185,33 @@ class TaskClassifierFirstLayer(keras.layers.Layer):
     One einsum over the kernel ``[K, d, units]``. Its weights live in a
     `PerTokenDense` sublayer named ``layer_0``, exactly like the first layer of
     `TaskTowers`, so a layer of this class named ``task_towers`` has the weight
-    names of a ``dnn``/``rankmixer`` model's towers' first layer
+    names of a ``dnn``/``rankmixer``/``dcnv2`` model's towers' first layer
     (``task_towers/layer_0/kernel``) and is restored by PMTA's parameter warm-up.
 
+    With ``with_logit=True`` it also returns the classifier's own logit
+    ``b_k = v_k · C1_k(h)`` (sublayer ``layer_1``, no bias, the weight names of
+    `TaskTowers`'s output layer), i.e. the whole one-hidden-layer tower of the
+    backbone model: PMTA's ``backbone_logit`` (docs/design.md 3).
+
     Shapes: ``[batch, d]`` (shared, e.g. the backbone output) or ``[batch, K, d]``
-    -> ``[batch, K, units]``.
+    -> ``[batch, K, units]`` (and, with ``with_logit``, logits ``[batch, K]``).
 
     Example:
       >>> TaskClassifierFirstLayer(3, 8)(tf.zeros([2, 5])).shape
       TensorShape([2, 3, 8])
+      >>> [t.shape for t in TaskClassifierFirstLayer(3, 8, with_logit=True)(tf.zeros([2, 5]))]
+      [TensorShape([2, 3, 8]), TensorShape([2, 3])]
 
     Args:
       num_tasks: K.
       units: width of every task's first classifier layer.
       activation: activation (default ``"relu"``, as in `TaskTowers`).
       kernel_initializer: kernel initializer (default ``"glorot_uniform"``).
+      with_logit: also return ``b_k`` (default False).
     """
 
     def __init__(self, num_tasks: int, units: int, activation="relu",
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", with_logit: bool = False, **kwargs):
         super().__init__(**kwargs)
         _check_positive_int("num_tasks", num_tasks)
         _check_positive_int("units", units)
@@ -211,8 +219,13 @@ class TaskClassifierFirstLayer(keras.layers.Layer):
         self.units = int(units)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.with_logit = bool(with_logit)
+        init = keras.initializers.serialize(self.kernel_initializer)
         self.layer_0 = PerTokenDense(self.units, kernel_initializer=self.kernel_initializer,
                                      name="layer_0")
+        self.layer_1 = (PerTokenDense(1, use_bias=False, name="layer_1",
+                                      kernel_initializer=keras.initializers.deserialize(init))
+                        if self.with_logit else None)
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
@@ -222,6 +235,8 @@ class TaskClassifierFirstLayer(keras.layers.Layer):
             raise ValueError(f"{self.name}: input must be [batch, d] or [batch, "
                              f"{self.num_tasks}, d]. Received: input_shape={input_shape}")
         build_sublayer(self.layer_0, shape)
+        if self.layer_1 is not None:
+            build_sublayer(self.layer_1, shape[:-1].concatenate([self.units]))
         super().build(input_shape)
 
     def call(self, inputs):
@@ -229,16 +244,22 @@ class TaskClassifierFirstLayer(keras.layers.Layer):
             out = tf.einsum("bd,kdu->bku", inputs, self.layer_0.kernel) + self.layer_0.bias
         else:
             out = self.layer_0(inputs)
-        return self.activation(out)
+        out = self.activation(out)
+        if self.layer_1 is None:
+            return out
+        return out, self.layer_1(out)[:, :, 0]
 
     def compute_output_shape(self, input_shape):
-        return tf.TensorShape([tf.TensorShape(input_shape)[0], self.num_tasks, self.units])
+        batch = tf.TensorShape(input_shape)[0]
+        out = tf.TensorShape([batch, self.num_tasks, self.units])
+        return (out, tf.TensorShape([batch, self.num_tasks])) if self.with_logit else out
 
     def get_config(self):
         config = super().get_config()
         config.update(num_tasks=self.num_tasks, units=self.units,
                       activation=keras.activations.serialize(self.activation),
-                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                      with_logit=self.with_logit)
         return config
 
 

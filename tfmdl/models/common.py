@@ -11,11 +11,17 @@ Every model starts from ``base.core_inputs(spec)`` (looked-up features) and
   and friends then sit directly on the embeddings, as in the original papers).
 * ``rankmixer``: one token per semantic group (`FeatureTokenizer`), ``L``
   `RankMixerBlock` s, mean over tokens, then ``[·; m]``.
+* ``dcnv2``: DCN-V2's cross network on ``x = [e_1; …; e_F; m]``,
+  ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` (``tfrs.layers.dcn.Cross``, ``W_l``
+  full rank or ``U_l V_l`` of rank ``backbone_projection_dim``), then
+  ``h = [x_L; MLP(x)]`` (``backbone_structure: parallel``) or ``h = MLP(x_L)``
+  (``stacked``), the MLP of widths ``backbone_hidden`` (`cross_network`).
 
-Models that "accept backbone=dnn|rankmixer" mix `BackboneParams` into their
-config and call `backbone`; its layers have fixed names (``backbone_mlp``,
-``backbone_tokenizer``, ``backbone_block_<l>``) so a PMTA model can warm-start
-from any of them. Task heads are `TaskTowers` named ``task_towers``.
+Models that "accept backbone=dnn|rankmixer|dcnv2" mix `BackboneParams` into
+their config and call `backbone`; its layers have fixed names (``backbone_mlp``,
+``backbone_tokenizer``, ``backbone_block_<l>``, ``backbone_cross_<l>``) so a
+PMTA model can warm-start from the plain ``dnn``, ``rankmixer`` or ``dcnv2``
+model with the same settings. Task heads are `TaskTowers` named ``task_towers``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import dataclasses
 from typing import Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
+from tfmdl.layers import ctr
 from tfmdl.layers import dnn
 from tfmdl.layers import fusion
 from tfmdl.layers import inputs as inputs_lib
@@ -32,7 +40,7 @@ from tfmdl.layers import mixing
 from tfmdl.layers import tokenization
 from tfmdl.pipelines import spec as spec_lib
 
-BACKBONES = ("dnn", "rankmixer")
+BACKBONES = ("dnn", "rankmixer", "dcnv2")
 
 
 def concat(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -104,17 +112,26 @@ def check_widths(cfg, *keys: str, allow_empty: bool = True) -> None:
 @dataclasses.dataclass
 class BackboneParams:
     """Backbone fields mixed into the config of every model that takes one."""
-    backbone: Literal["dnn", "rankmixer"] = "dnn"
-    backbone_hidden: Tuple[int, ...] = (256, 128)   # dnn: MLP widths (empty: raw concat)
+    backbone: Literal["dnn", "rankmixer", "dcnv2"] = "dnn"
+    backbone_hidden: Tuple[int, ...] = (256, 128)   # dnn, dcnv2: MLP widths (empty: none)
     backbone_layers: int = 2                         # rankmixer: blocks
     backbone_width: int = 96                         # rankmixer: token width
     backbone_ffn_mult: int = 2                       # rankmixer: PFFN width multiple
     backbone_mixing_heads: int = 0                   # rankmixer: 0 = number of tokens
+    backbone_cross_layers: int = 3                   # dcnv2: cross layers L
+    backbone_projection_dim: int = 0                 # dcnv2: 0 = full-rank W_l, else rank
+    backbone_diag_scale: float = 0.0                 # dcnv2: added to W_l's diagonal
+    backbone_structure: Literal["parallel", "stacked"] = "parallel"   # dcnv2
     dropout: float = 0.0
 
     def __post_init__(self):
-        check_min(self, 1, "backbone_layers", "backbone_width", "backbone_ffn_mult")
+        check_min(self, 1, "backbone_layers", "backbone_width", "backbone_ffn_mult",
+                  "backbone_cross_layers")
+        check_min(self, 0, "backbone_projection_dim")
         check_widths(self, "backbone_hidden")
+        if self.backbone_diag_scale < 0:
+            raise ValueError(f"backbone_diag_scale must be >= 0, got "
+                             f"{self.backbone_diag_scale}.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
 
@@ -124,12 +141,16 @@ def backbone(spec: spec_lib.FeatureSpec, params: BackboneParams,
              with_scenario: bool = True) -> tf.Tensor:
     """The shared representation ``h`` ``[B, D]`` (module docstring)."""
     scen = [scenario_multi_hot(spec, inputs)] if with_scenario else []
-    if params.backbone == "dnn":
+    if params.backbone in ("dnn", "dcnv2"):
         x = concat([feature_vector(spec, emb)] + scen)
-        if not params.backbone_hidden:
-            return x
-        return dnn.MLP(list(params.backbone_hidden), dropout=params.dropout,
-                       name="backbone_mlp")(x)
+        mlp = (dnn.MLP(list(params.backbone_hidden), dropout=params.dropout,
+                       name="backbone_mlp") if params.backbone_hidden else (lambda t: t))
+        if params.backbone == "dnn":
+            return mlp(x)
+        return cross_network(x, params.backbone_cross_layers, mlp,
+                             projection_dim=params.backbone_projection_dim,
+                             diag_scale=params.backbone_diag_scale,
+                             structure=params.backbone_structure, prefix="backbone_cross")
     groups = group_inputs(spec, emb)
     x = tokenization.FeatureTokenizer([int(g.shape[-1]) for g in groups],
                                       params.backbone_width,
@@ -140,6 +161,36 @@ def backbone(spec: spec_lib.FeatureSpec, params: BackboneParams,
                                   name=f"backbone_block_{layer}")(x)
     pooled = tf.reduce_mean(x, axis=1)
     return concat([pooled] + scen) if scen else pooled
+
+
+def cross_stack(x0: tf.Tensor, layers: int, v2: bool = True, projection_dim: int = 0,
+                diag_scale: float = 0.0, prefix: str = "cross") -> tf.Tensor:
+    """``L`` cross layers on ``x0`` ``[B, D]``, named ``<prefix>_<l>``: DCN-V2's
+    ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` (``tfrs.layers.dcn.Cross``) or, with
+    ``v2=False``, DCN's ``x_{l+1} = x_0 (x_l·w_l) + b_l + x_l`` (`CrossV1`)."""
+    x = x0
+    for layer in range(layers):
+        if v2:
+            cross = tfrs.layers.dcn.Cross(projection_dim=projection_dim or None,
+                                          diag_scale=diag_scale, use_bias=True,
+                                          name=f"{prefix}_{layer}")
+        else:
+            cross = ctr.CrossV1(name=f"{prefix}_{layer}")
+        x = cross(x0, x)
+    return x
+
+
+def cross_network(x: tf.Tensor, layers: int, deep, projection_dim: int = 0,
+                  diag_scale: float = 0.0, structure: str = "parallel",
+                  prefix: str = "cross") -> tf.Tensor:
+    """DCN-V2's bottom: ``[x_L; deep(x)]`` (``parallel``) or ``deep(x_L)``
+    (``stacked``), ``x_L`` the `cross_stack` on ``x`` and ``deep`` a callable
+    (the MLP)."""
+    crossed = cross_stack(x, layers, projection_dim=projection_dim, diag_scale=diag_scale,
+                          prefix=prefix)
+    if structure == "stacked":
+        return deep(crossed)
+    return concat([crossed, deep(x)])
 
 
 def task_logits(spec: spec_lib.FeatureSpec, logits: tf.Tensor) -> Dict[str, tf.Tensor]:

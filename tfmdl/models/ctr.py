@@ -12,7 +12,9 @@ single-task model's output layer with its own weights.
 * ``deepfm``: ``logit_k = w_k·x + T_k([MLP(x); FM(V)])``, ``FM(V) = Σ_{i<j} <v_i, v_j>``.
 * ``dcn``: ``logit_k = T_k([x_L; MLP(x)])``, ``x_{l+1} = x_0 (x_l·w_l) + b_l + x_l``.
 * ``dcnv2``: ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` (``tfrs.layers.dcn.Cross``,
-  ``W_l`` full or low-rank ``U_l V_l``), stacked with or parallel to an MLP.
+  ``W_l`` full or low-rank ``U_l V_l``), stacked with or parallel to an MLP: the
+  ``dcnv2`` backbone of `common.backbone` (layers ``backbone_cross_<l>``,
+  ``backbone_mlp``), so PMTA with ``backbone: dcnv2`` warm-starts from it.
 * ``dcnv2_mt``: DCN-V2's cross network plus a shared backbone (``dnn`` or
   ``rankmixer``, `common.BackboneParams`) as shared bottom; task-specific MLP towers.
 * ``xdeepfm``: ``logit_k = w_k·x + T_k([MLP(x); CIN(V)])``.
@@ -24,7 +26,6 @@ import dataclasses
 from typing import List, Literal, Tuple
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from tfmdl.layers import ctr
@@ -102,6 +103,15 @@ class DCNv2Config:
         common.check_widths(self, "hidden", "tower_hidden")
         _check_dropout(self)
 
+    def backbone_params(self) -> common.BackboneParams:
+        """The same network as `common.backbone`'s ``dcnv2`` (layers ``backbone_cross_<l>``
+        and ``backbone_mlp``), so a PMTA with ``backbone: dcnv2`` warm-starts from it."""
+        return common.BackboneParams(
+            backbone="dcnv2", backbone_hidden=tuple(self.hidden),
+            backbone_cross_layers=self.cross_layers, backbone_projection_dim=self.projection_dim,
+            backbone_diag_scale=self.diag_scale, backbone_structure=self.structure,
+            dropout=self.dropout)
+
 
 @dataclasses.dataclass
 class DCNv2MTConfig(common.BackboneParams):
@@ -119,6 +129,11 @@ class DCNv2MTConfig(common.BackboneParams):
         super().__post_init__()
         _check_cross(self)
         common.check_widths(self, "tower_hidden")
+        if self.backbone == "dcnv2":
+            raise ValueError("dcnv2_mt has its own cross network (cross_layers, "
+                             "projection_dim); its backbone is the deep part beside it and "
+                             "must be 'dnn' or 'rankmixer', got 'dcnv2' (use the dcnv2 model "
+                             "for one cross network).")
         if self.structure == "stacked" and self.backbone != "dnn":
             raise ValueError(f"structure 'stacked' puts the backbone MLP on the cross "
                              f"network's output and needs backbone 'dnn', got backbone "
@@ -195,20 +210,6 @@ def _linear(spec, x) -> tf.Tensor:
     return keras.layers.Dense(len(spec.tasks), use_bias=False, name="linear")(x)
 
 
-def _cross_stack(x0: tf.Tensor, layers: int, v2: bool, projection_dim: int = 0,
-                 diag_scale: float = 0.0) -> tf.Tensor:
-    x = x0
-    for layer in range(layers):
-        if v2:
-            cross = tfrs.layers.dcn.Cross(projection_dim=projection_dim or None,
-                                          diag_scale=diag_scale, use_bias=True,
-                                          name=f"cross_{layer}")
-        else:
-            cross = ctr.CrossV1(name=f"cross_{layer}")
-        x = cross(x0, x)
-    return x
-
-
 # ------------------------------------------------------------------- models -- #
 def _mlp(hidden, dropout, name="deep_mlp"):
     return dnn.MLP(list(hidden), dropout=dropout, name=name)
@@ -234,7 +235,7 @@ def build_dcn(spec: spec_lib.FeatureSpec, params: DCNConfig) -> base.BuiltModel:
     def core(inputs):
         emb = common.embed(spec, inputs)
         x = deep_input(spec, inputs, emb)
-        h = common.concat([_cross_stack(x, params.cross_layers, v2=False),
+        h = common.concat([common.cross_stack(x, params.cross_layers, v2=False),
                            _mlp(params.hidden, params.dropout)(x)])
         logits = common.towers(spec, h, params.tower_hidden, params.dropout)
         return common.task_logits(spec, logits), {}
@@ -242,23 +243,14 @@ def build_dcn(spec: spec_lib.FeatureSpec, params: DCNConfig) -> base.BuiltModel:
     return base.assemble("dcn", spec, params, core)
 
 
-def _dcnv2_bottom(params, x: tf.Tensor, deep) -> tf.Tensor:
-    """Cross network on ``x`` with ``deep`` (a callable on ``x``, or the MLP to stack)."""
-    crossed = _cross_stack(x, params.cross_layers, v2=True,
-                           projection_dim=params.projection_dim, diag_scale=params.diag_scale)
-    if params.structure == "stacked":
-        return deep(crossed)
-    return common.concat([crossed, deep(x)])
-
-
 @registry.register("dcnv2", DCNv2Config,
                    paper="DCN-V2 (Wang et al. 2021), a PMTA paper baseline")
 def build_dcnv2(spec: spec_lib.FeatureSpec, params: DCNv2Config) -> base.BuiltModel:
+    backbone = params.backbone_params()
+
     def core(inputs):
         emb = common.embed(spec, inputs)
-        x = deep_input(spec, inputs, emb)
-        mlp = _mlp(params.hidden, params.dropout) if params.hidden else (lambda t: t)
-        h = _dcnv2_bottom(params, x, mlp)
+        h = common.backbone(spec, backbone, inputs, emb)
         logits = common.towers(spec, h, params.tower_hidden, params.dropout)
         return common.task_logits(spec, logits), {}
 
@@ -275,9 +267,11 @@ def build_dcnv2_mt(spec: spec_lib.FeatureSpec, params: DCNv2MTConfig) -> base.Bu
         if params.structure == "stacked":
             mlp = (dnn.MLP(list(params.backbone_hidden), dropout=params.dropout,
                            name="backbone_mlp") if params.backbone_hidden else (lambda t: t))
-            h = _dcnv2_bottom(params, x, mlp)
         else:
-            h = _dcnv2_bottom(params, x, lambda _: common.backbone(spec, params, inputs, emb))
+            mlp = lambda _: common.backbone(spec, params, inputs, emb)   # noqa: E731
+        h = common.cross_network(x, params.cross_layers, mlp,
+                                 projection_dim=params.projection_dim,
+                                 diag_scale=params.diag_scale, structure=params.structure)
         logits = common.towers(spec, h, params.tower_hidden, params.dropout)
         return common.task_logits(spec, logits), {}
 

@@ -1,7 +1,7 @@
 """PMTA: Perception-aware Multi-Task Transformer (docs/design.md 3), registered as ``pmta``.
 
-PMTA is a plug-in on top of a backbone ``H`` (``backbone: dnn | rankmixer``,
-`common.backbone`, the same layers as the ``dnn`` / ``rankmixer`` models):
+PMTA is a plug-in on top of a backbone ``H`` (``backbone: dnn | rankmixer | dcnv2``,
+`common.backbone`, the same layers as the ``dnn`` / ``rankmixer`` / ``dcnv2`` models):
 
 1. ``h = H(x)`` ``[B, D]``; the backbone sees the same inputs as in the plain
    models, so it can be warm-started from one (`tfmdl.training.warm_start`).
@@ -17,7 +17,12 @@ PMTA is a plug-in on top of a backbone ``H`` (``backbone: dnn | rankmixer``,
    layer: ``DAR_i = 2·σ(W2_i ReLU(W1_i [e_u^d ; e_v^d] + b1_i) + b2_i)``, one per
    layer (``dar_<i>``), ``e^d`` the (value, scenario) embeddings of
    ``feature_sets.domain_specific`` (``FeatureEmbedding`` ``domain/<name>``).
-6. ``ŷ_k = σ(w_k · X_{L+1}[k] + c_k)`` (``task_logits``, per-task weights).
+6. ``ŷ_k = σ(w_k · X_{L+1}[k] + c_k)`` (``task_logits``, per-task weights). With
+   ``backbone_logit: true`` (a tfmdl option, not in the paper):
+   ``ŷ_k = σ(w_k · X_{L+1}[k] + b_k + c_k)``, ``b_k = v_k · C1_k(h)`` the backbone
+   model's own tower output (``task_towers/layer_1``, restored by the warm-up) and
+   ``w_k`` zero-initialised, so a warm-started PMTA starts at its backbone's
+   function and the transformer learns a correction to it.
 
 Ablations (PMTA Table 2):
 
@@ -60,6 +65,7 @@ class PMTAConfig(common.BackboneParams):
     fusion_mlp_layers: int = 3       # fusion: mlp depth (paper: 3)
     no_tpe: bool = False
     no_dar: bool = False
+    backbone_logit: bool = False     # ŷ_k also adds the backbone tower's logit b_k (step 6)
 
     def __post_init__(self):
         super().__post_init__()
@@ -95,8 +101,11 @@ class _PMTACore:
         K = len(spec.tasks)
         emb = common.embed(spec, inputs, domain_features=self.domain)
         h = common.backbone(spec, cfg, inputs, emb)
-        rows = [pmta_layers.TaskClassifierFirstLayer(K, cfg.classifier_width,
-                                                     name="task_towers")(h)]   # [B, K, c]
+        c1 = pmta_layers.TaskClassifierFirstLayer(K, cfg.classifier_width,
+                                                  with_logit=cfg.backbone_logit,
+                                                  name="task_towers")(h)       # [B, K, c]
+        c1, base_logit = c1 if cfg.backbone_logit else (c1, None)             # b: [B, K]
+        rows = [c1]
         if not cfg.no_tpe:
             rows.insert(0, self._prompts(emb, h))                              # [B, K, tpe]
         m = rows[0] if len(rows) == 1 else tf.concat(rows, axis=-1)
@@ -109,7 +118,11 @@ class _PMTACore:
         else:
             fused = pmta_layers.TaskFusionMLP(cfg.fusion_mlp_layers, dropout=cfg.dropout,
                                               name="task_fusion_mlp")(m, rescale=scales)
-        logits = per_token_ffn.PerTokenDense(1, use_bias=False, name="task_logits")(fused)[:, :, 0]
+        logits = per_token_ffn.PerTokenDense(
+            1, use_bias=False, kernel_initializer="zeros" if cfg.backbone_logit else
+            "glorot_uniform", name="task_logits")(fused)[:, :, 0]
+        if base_logit is not None:
+            logits = logits + base_logit
         return common.task_logits(spec, logits), {}
 
     def _prompts(self, emb: Dict[str, tf.Tensor], h: tf.Tensor) -> tf.Tensor:
@@ -143,12 +156,18 @@ class _PMTACore:
 
 def backbone_source(params: PMTAConfig) -> Dict[str, Any]:
     """``{"model", "params"}`` of the backbone model PMTA with ``params`` is
-    warm-started from (docs/pmta.md, "Warm start"): the ``dnn`` or ``rankmixer``
-    model with the same backbone and ``tower_hidden: [classifier_width]``, so that
+    warm-started from (docs/pmta.md, "Warm start"): the ``dnn``, ``rankmixer`` or
+    ``dcnv2`` model with the same backbone and ``tower_hidden: [classifier_width]``, so that
     its ``feature_embedding``, ``backbone_*`` and first tower layer have PMTA's
     shapes."""
     if params.backbone == "dnn":
         out = {"hidden": list(params.backbone_hidden)}
+    elif params.backbone == "dcnv2":
+        out = {"hidden": list(params.backbone_hidden),
+               "cross_layers": params.backbone_cross_layers,
+               "projection_dim": params.backbone_projection_dim,
+               "diag_scale": params.backbone_diag_scale,
+               "structure": params.backbone_structure}
     else:
         out = {"layers": params.backbone_layers, "width": params.backbone_width,
                "ffn_mult": params.backbone_ffn_mult,
