@@ -146,7 +146,7 @@ def test_multi_valued_scenario_rejects_repeats_and_empty(tmp_path):
     header = "scenario_id,city,hist,p_true"
     rows = ["0|2,x,,0.1", "1|1,y,,0.2", ",x,,0.3"]
     result = convert(spec, _write_csv(tmp_path / "in.csv", header, rows),
-                     str(tmp_path / "out"), skip_bad_rows=True)
+                     str(tmp_path / "out"), skip_bad_rows=True, min_rows=0.3)
     assert (result.rows_written, result.rows_skipped) == (1, 2)
     assert "row 2" in result.first_errors[0] and "'1|1'" in result.first_errors[0]
     assert "row 3" in result.first_errors[1] and "missing" in result.first_errors[1]
@@ -184,7 +184,7 @@ def test_bad_row_fails_without_leaving_shards(tmp_path, column, value, expected)
     assert expected in message
     if value:
         assert repr(value) in message
-    assert os.listdir(out) == []
+    assert not out.exists()          # a failed first conversion leaves no empty directory
 
     result = convert(spec, path, str(out), records_per_shard=1, skip_bad_rows=True,
                      shuffle_rows=False)
@@ -480,3 +480,56 @@ def test_uneven_shards_are_balanced_and_other_splits_keep_their_order(tmp_path):
                              shuffle=False)
     (features, _, _), = list(ds)
     assert features["age"].numpy().astype(int).tolist() == list(range(50))
+
+
+def _tree(path):
+    """``{relative path: bytes}`` of every file under ``path``."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            out[os.path.relpath(full, path)] = open(full, "rb").read()
+    return out
+
+
+def test_a_conversion_that_keeps_no_row_leaves_the_existing_split_untouched(tmp_path):
+    """Issue 23 item 1: --skip_bad_rows with every row bad used to replace the split
+    with nothing and succeed."""
+    spec = _spec()
+    out = tmp_path / "out"
+    convert(spec, _write_csv(tmp_path / "good.csv", HEADER, _many_rows(20)), str(out))
+    before = _tree(out)
+    bad = [",".join(c if i != 1 else "abc" for i, c in enumerate(r.split(",")))  # user_id
+           for r in _many_rows(20)]
+    with pytest.raises(ConvertError, match=r"bad\.csv: no row to write: all 20 row\(s\) are "
+                                           r"bad.*'train' split in .* is left as it was"):
+        convert(spec, _write_csv(tmp_path / "bad.csv", HEADER, bad), str(out),
+                skip_bad_rows=True)
+    assert _tree(out) == before
+
+
+def test_a_conversion_below_min_rows_fails_and_min_rows_0_accepts_it(tmp_path):
+    spec = _spec()
+    out = tmp_path / "out"
+    convert(spec, _write_csv(tmp_path / "good.csv", HEADER, _many_rows(10)), str(out))
+    before = _tree(out)
+    rows = _many_rows(10)
+    mostly_bad = [",".join(c if i != 3 else "fast" for i, c in enumerate(r.split(",")))
+                  if k >= 3 else r for k, r in enumerate(rows)]          # 3 good of 10
+    path = _write_csv(tmp_path / "mostly_bad.csv", HEADER, mostly_bad)
+    with pytest.raises(ConvertError, match=r"only 3 of 10 rows \(30\.0%\) are good, fewer "
+                                           r"than --min_rows=0\.5"):
+        convert(spec, path, str(out), skip_bad_rows=True)
+    assert _tree(out) == before
+    result = convert(spec, path, str(out), skip_bad_rows=True, min_rows=0.3)
+    assert (result.rows_written, result.rows_skipped) == (3, 7)
+    with pytest.raises(ValueError, match=r"min_rows must be a fraction in \[0, 1\], got 2"):
+        convert(spec, path, str(out), min_rows=2)
+
+
+def test_a_header_only_input_is_an_error_and_leaves_no_directory(tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(ConvertError, match=r"empty\.csv: no row to write: the input has no "
+                                           r"data row"):
+        convert(_spec(), _write_csv(tmp_path / "empty.csv", HEADER, []), str(out))
+    assert not out.exists()

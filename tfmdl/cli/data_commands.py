@@ -196,6 +196,10 @@ each split's shards and label counts."""
                             flag_values=fv)
         flags.DEFINE_bool("skip_bad_rows", False, "skip (and count) rows that fail to parse",
                           flag_values=fv)
+        flags.DEFINE_float("min_rows", 0.5, "with --skip_bad_rows: the least fraction of the "
+                           "input's rows to keep; a conversion keeping fewer (or none) fails "
+                           "and leaves the existing split in --out untouched", lower_bound=0,
+                           upper_bound=1, flag_values=fv)
         flags.DEFINE_enum("compression", "none", ["none", "gzip"], "shard compression",
                           flag_values=fv)
         flags.DEFINE_integer("records_per_shard", 250_000, "records per shard", flag_values=fv)
@@ -221,7 +225,8 @@ each split's shards and label counts."""
                 spec, fv.input, fv.out, split=fv.split, records_per_shard=fv.records_per_shard,
                 compression=None if fv.compression == "none" else "GZIP",
                 skip_bad_rows=fv.skip_bad_rows, chunk_rows=fv.chunk_rows,
-                shuffle_rows=fv.shuffle_rows, shuffle_seed=fv.shuffle_seed)
+                shuffle_rows=fv.shuffle_rows, shuffle_seed=fv.shuffle_seed,
+                min_rows=fv.min_rows)
         except (ValueError, OSError) as exc:
             sys.stderr.write(f"tfmdl data convert: {exc}\n")
             return 2

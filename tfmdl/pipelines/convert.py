@@ -608,6 +608,10 @@ class _CsvSource(_Source):
         return ConvertError(f"{self.path}: cannot read as CSV ({exc}).")
 
 
+# the least fraction of its rows a --skip_bad_rows conversion must keep (`convert`)
+MIN_ROWS = 0.5
+
+
 def _detect_format(path: str, input_format: str) -> str:
     if input_format not in FORMATS:
         raise ValueError(f"input_format must be one of {', '.join(FORMATS)}, "
@@ -771,7 +775,8 @@ def convert(spec: spec_lib.FeatureSpec,
             chunk_rows: int = 65_536,
             input_format: str = "auto",
             shuffle_rows: Optional[bool] = None,
-            shuffle_seed: int = 0) -> ConvertResult:
+            shuffle_seed: int = 0,
+            min_rows: float = MIN_ROWS) -> ConvertResult:
     """Converts one CSV or Parquet file into ``out_dir/{split}-NNNNN.tfrecord[.gz]``.
 
     See the module docstring for how columns are read and validated.
@@ -794,13 +799,19 @@ def convert(spec: spec_lib.FeatureSpec,
         only. False keeps the input order.
       shuffle_seed: seed of that order; the same input, seed and
         ``records_per_shard`` give the same shards.
+      min_rows: with ``skip_bad_rows``, the least fraction of the input's rows that
+        must be kept; a conversion keeping fewer (or no row at all, with or without
+        ``skip_bad_rows``) fails and the split already in ``out_dir`` is left as it
+        was (module docstring, "Atomicity").
 
     Returns:
       A `ConvertResult`.
 
     Raises:
-      ConvertError: the input is unreadable, lacks a required column, or has a
-        bad row (without ``skip_bad_rows``). No new shard is left behind.
+      ConvertError: the input is unreadable, lacks a required column, has a
+        bad row (without ``skip_bad_rows``), has no row, or more bad rows than
+        ``min_rows`` allows. No new shard is left behind and nothing in ``out_dir``
+        is changed.
     """
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}.")
@@ -810,6 +821,8 @@ def convert(spec: spec_lib.FeatureSpec,
         raise ValueError(f"compression must be None or 'GZIP', got {compression!r}.")
     if not _SPLIT_PATTERN.match(split):
         raise ValueError(f"split must be a name of letters, digits and '_', got {split!r}.")
+    if not 0 <= min_rows <= 1:
+        raise ValueError(f"min_rows must be a fraction in [0, 1], got {min_rows}.")
     input_path = str(input_path)
     out_dir = str(out_dir)
     if not os.path.isfile(input_path):
@@ -820,7 +833,24 @@ def convert(spec: spec_lib.FeatureSpec,
     source = source_cls(input_path, fields, chunk_rows, skip_bad_rows)
 
     shuffle = split == "train" if shuffle_rows is None else bool(shuffle_rows)
+    created = not tf.io.gfile.exists(out_dir)
     tf.io.gfile.makedirs(out_dir)
+    try:
+        return _convert_into(spec, input_path, out_dir, source, fields, split=split,
+                             records_per_shard=records_per_shard, compression=compression,
+                             skip_bad_rows=skip_bad_rows, shuffle=shuffle,
+                             shuffle_seed=shuffle_seed, min_rows=min_rows)
+    except BaseException:
+        # a failed first conversion leaves no empty output directory behind
+        if created and tf.io.gfile.isdir(out_dir) and not tf.io.gfile.listdir(out_dir):
+            tf.io.gfile.rmtree(out_dir)
+        raise
+
+
+def _convert_into(spec, input_path, out_dir, source, fields, *, split, records_per_shard,
+                  compression, skip_bad_rows, shuffle, shuffle_seed,
+                  min_rows) -> ConvertResult:
+    """`convert`'s body once the arguments are checked and ``out_dir`` exists."""
     tmp_dir = os.path.join(out_dir, f".tmp-convert-{split}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     written, skipped = 0, 0
     errors: List[Tuple[int, str]] = []  # (data row, message) of the first skipped rows
@@ -850,6 +880,8 @@ def convert(spec: spec_lib.FeatureSpec,
                     writer.write(records)
                 written += len(keep)
         shards = list(writer.shards)
+        _check_kept(input_path, out_dir, split, written, skipped + source.malformed_rows,
+                    min_rows)
         if shuffle:
             runs = [os.path.join(tmp_dir, str(s["file"])) for s in shards]
             shards = _shuffled_shards(runs, written, tmp_dir, split, records_per_shard,
@@ -866,6 +898,23 @@ def convert(spec: spec_lib.FeatureSpec,
     errors = sorted(errors + source.malformed_errors)[:_MAX_ERRORS]
     return ConvertResult(rows_written=written, rows_skipped=skipped, shards=shards,
                          first_errors=[message for _, message in errors])
+
+
+def _check_kept(path: str, out_dir: str, split: str, written: int, skipped: int,
+                min_rows: float) -> None:
+    """Refuses to publish a split with no row, or with fewer than ``min_rows`` of
+    the input's rows (the split already in ``out_dir`` stays as it was)."""
+    kept = f"the {split!r} split in {out_dir} is left as it was"
+    if not written:
+        why = (f"all {skipped} row(s) are bad (see the first errors with --skip_bad_rows off)"
+               if skipped else "the input has no data row")
+        raise ConvertError(f"{path}: no row to write: {why}; {kept}.")
+    total = written + skipped
+    if written < min_rows * total:
+        raise ConvertError(
+            f"{path}: only {written} of {total} rows ({written / total:.1%}) are good, fewer "
+            f"than --min_rows={min_rows:g} of the input; {kept}. Fix the input or lower "
+            f"--min_rows.")
 
 
 def _parse_chunk(path: str, chunk: _Chunk, fields: Sequence[_Field]) -> Dict[str, _Parsed]:
