@@ -104,6 +104,19 @@ def test_label_outside_0_1_minus1_names_the_task(tmp_path):
         _read_all(ds)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_numeric_value_names_the_feature(tmp_path, value):
+    """The one missing-value rule (docs/design.md 1): NaN/inf is an error on every
+    path, never a NaN fed to the model (convert rejects it the same way)."""
+    ctr = np.arange(6) / 10.0
+    ctr[4] = value
+    _write(tmp_path, 6, ctr=codec.Column("float32", ctr))
+    ds = reader.make_dataset(SPEC, str(tmp_path), 6, split="train", shuffle=False)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="numeric feature ctr must be a finite number"):
+        _read_all(ds)
+
+
 def test_multi_valued_scenario_is_padded(tmp_path):
     spec = spec_lib.FeatureSpec.from_dict({**SPEC.to_dict(), "scenario": {
         "feature": "scen", "names": ["a", "b", "c"], "multi_valued": True}})

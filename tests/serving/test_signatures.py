@@ -83,6 +83,14 @@ def test_bad_examples_fail_naming_the_feature(loaded, eval_records):
     _fails_naming(lambda: serve(examples=tf.constant([out_of_range.SerializeToString()])),
                   "scenario_id")
 
+    for value in (float("nan"), float("inf")):        # issue 23 item 2: never a NaN score
+        not_finite = tf.train.Example()
+        not_finite.CopyFrom(good)
+        not_finite.features.feature["user_activity"].float_list.value[:] = [value]
+        _fails_naming(lambda: serve(examples=tf.constant([eval_records[1],
+                                                          not_finite.SerializeToString()])),
+                      "numeric feature user_activity must be a finite number")
+
     # a feature with a default may be left out; labels and passthrough fields are ignored
     optional = tf.train.Example()
     optional.CopyFrom(good)
@@ -101,6 +109,9 @@ def test_bad_raw_inputs_fail_naming_the_feature(loaded, feed_spec, eval_records)
     _fails_naming(lambda: raw(**dict(f, scenario_id=f["scenario_id"] + 7)), "scenario_id")
     _fails_naming(lambda: raw(**dict(f, hist_items=f["hist_items"][:, :3])), "hist_items")
     _fails_naming(lambda: raw(**dict(f, user_id=f["user_id"][:2])), "user_id")
+    nan = tf.tensor_scatter_nd_update(f["user_activity"], [[1]], [float("nan")])
+    _fails_naming(lambda: raw(**dict(f, user_activity=nan)),
+                  "numeric feature user_activity must be a finite number")
     # a wrong dtype fails before the graph runs (TensorFlow names the input by
     # position); the client check names the feature
     wrong = dict(f, user_activity=tf.cast(f["user_activity"], tf.float64))

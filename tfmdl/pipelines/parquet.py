@@ -507,6 +507,7 @@ def make_parse_fn(spec: spec_lib.FeatureSpec, columns: Sequence[Column],
         for f in spec.features:
             features[f.name] = (reader.pad_sequence(ragged(f.name), f)
                                 if f.type == spec_lib.SEQUENCE else scalar(f.name))
+        features = reader.check_finite(spec, features)
         if include_passthrough:
             for p in spec.passthrough:
                 features[p.name] = scalar(p.name)

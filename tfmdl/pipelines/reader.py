@@ -259,6 +259,7 @@ def make_parse_fn(spec: spec_lib.FeatureSpec, include_labels: bool = True,
         for f in spec.features:
             value = parsed[f.name]
             features[f.name] = pad_sequence(value, f) if f.type == spec_lib.SEQUENCE else value
+        features = check_finite(spec, features)
         if include_passthrough:
             for p in spec.passthrough:
                 features[p.name] = parsed[p.name]
@@ -267,6 +268,32 @@ def make_parse_fn(spec: spec_lib.FeatureSpec, include_labels: bool = True,
         return (features,) + labels_and_weights(spec, parsed)
 
     return parse
+
+
+def check_finite(spec: spec_lib.FeatureSpec, features: Dict[str, tf.Tensor]
+                 ) -> Dict[str, tf.Tensor]:
+    """``features`` with an assertion that every numeric feature is finite.
+
+    The one missing-value rule of every path (docs/design.md 1, "Missing and
+    invalid values"): a NaN or ±inf numeric value is an error naming the feature —
+    in `tfmdl.pipelines.convert` (the row and column), in the reader (training,
+    evaluation) and in both serving signatures. An absent value takes the feature's
+    ``default``; a feature without one is required.
+    """
+    out = dict(features)
+    for f in spec.features:
+        if f.type != spec_lib.NUMERIC or f.name not in out:
+            continue
+        value = out[f.name]
+        bad = ~tf.math.is_finite(value)
+        check = tf.debugging.Assert(
+            ~tf.reduce_any(bad),
+            [f"numeric feature {f.name} must be a finite number (NaN and +-inf are "
+             f"rejected; leave the value out to use the spec's default); got",
+             tf.boolean_mask(value, bad)[:5]])
+        with tf.control_dependencies([check]):
+            out[f.name] = tf.identity(value)
+    return out
 
 
 def labels_and_weights(spec: spec_lib.FeatureSpec, raw: Dict[str, tf.Tensor]

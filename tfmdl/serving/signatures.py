@@ -26,6 +26,9 @@ Bad requests fail with an error naming the feature:
   match``;
 * a scenario id outside ``[0, S)``: ``scenario feature scenario_id must hold
   ids in [0, S)`` (the check in `FeatureLookup`);
+* a NaN or ±inf numeric value: ``numeric feature ctr must be a finite number``
+  (`tfmdl.pipelines.reader.check_finite`, the rule of every path: convert
+  rejects it too);
 * a ``predict_raw`` input of the wrong rank, width or batch size: an assertion
   naming the feature (signature shapes are not enforced by TF Serving or by
   restored signatures, and a sequence of the wrong width would otherwise be
@@ -128,7 +131,8 @@ class ServingModule(tf.Module):
         return self._outputs(self._parse(examples))
 
     def _serve_raw(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        return self._outputs(_check_raw_shapes(features, self._raw_specs))
+        return self._outputs(reader.check_finite(
+            self._spec, _check_raw_shapes(features, self._raw_specs)))
 
     def signatures(self) -> Dict[str, object]:
         """The ``signatures`` argument of `tf.saved_model.save`."""
