@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -68,6 +69,11 @@ def _records(out_dir, split="train"):
         comp = "GZIP" if name.endswith(".gz") else ""
         out.extend(r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=comp))
     return out
+
+
+def _write_parquet(path, cols):
+    pq.write_table(pa.table(cols), str(path))
+    return path
 
 
 def _shards(out_dir):
@@ -200,7 +206,8 @@ def test_parquet_bad_values(tmp_path):
     table = pa.table({
         "scenario_id": [0, 1, 2, 1], "city": ["x", "y", "x", "y"], "hist": [""] * 4,
         "label_click": pa.array([1.0, 0.5, None, 1.0]),  # 0.5 is not a label
-        "user_id": pa.array([1.0, 2.0, 3.5, 4.0]),       # 3.5 is not an id
+        "user_id": pa.array([1, 2, 3, 4]),
+        "age": pa.array([1.0, 2.0, float("inf"), 4.0]),   # inf is not a number
         "p_true": [0.1, 0.2, 0.3, 0.4],
     })
     path = str(tmp_path / "bad.parquet")
@@ -209,7 +216,31 @@ def test_parquet_bad_values(tmp_path):
         convert(spec, path, str(tmp_path / "out"))
     result = convert(spec, path, str(tmp_path / "out"), skip_bad_rows=True)
     assert (result.rows_written, result.rows_skipped) == (2, 2)
-    assert "row 3, column 'user_id': bad value 3.5" in result.first_errors[1]
+    assert "row 3, column 'age': bad value inf" in result.first_errors[1]
+
+
+@pytest.mark.parametrize("column,values,kind", [
+    ("user_id", pa.array([1.0, 2.0]), "double"),          # float for an id: never cast
+    ("user_id", pa.array([True, False]), "bool"),         # was read as id 1 / 0
+    ("age", pa.array([True, False]), "bool"),             # bool for a numeric feature
+    ("hist", pa.array([[1.5], [2.0]]), "list<element: double>"),
+])
+def test_parquet_column_of_another_kind_is_a_named_error(tmp_path, column, values, kind):
+    """Issue 23 item 3: a typed column whose kind does not match the spec is an
+    error naming the file and column, never a cast."""
+    cols = {"scenario_id": [0, 1], "city": ["x", "y"], "p_true": [0.1, 0.2], "hist": [[1], []],
+            "label_click": pa.array([True, False])}                # bool labels are fine
+    cols[column] = values
+    path = str(tmp_path / "typed.parquet")
+    pq.write_table(pa.table(cols), path)
+    with pytest.raises(ConvertError, match=rf"typed\.parquet: column {column!r} has type "
+                                           rf"{re.escape(kind)}, which cannot hold"):
+        convert(_spec(), path, str(tmp_path / "out"), skip_bad_rows=True)
+    assert not (tmp_path / "out").exists()
+    cols[column] = {"user_id": [1, 2], "age": [1.0, 2.0], "hist": [[1], [2]]}[column]
+    result = convert(_spec(), str(_write_parquet(tmp_path / "ok.parquet", cols)),
+                     str(tmp_path / "out"))
+    assert result.rows_written == 2
 
 
 def test_parquet_column_of_wrong_type(tmp_path):

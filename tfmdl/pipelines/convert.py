@@ -313,6 +313,21 @@ def _as_utf8(arr: pa.Array) -> pa.Array:
         raise _ColumnTypeError() from None
 
 
+def _check_typed_column(t: pa.DataType, field: _Field) -> None:
+    """A typed (Parquet) column must hold the field's kind of number; nothing is
+    cast across kinds: a bool or float column is never read as an id (every
+    ``True`` would become id 1), a bool never as a numeric feature. Labels also
+    take bool (``True`` = 1) and whole floats."""
+    if field.label:
+        ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+    elif field.dtype == "int64":
+        ok = pa.types.is_integer(t)
+    else:
+        ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    if not ok:
+        raise _ColumnTypeError()
+
+
 def _parse_values(arr: pa.Array, field: _Field) -> Tuple[np.ndarray, np.ndarray]:
     """Parses the non-null values of ``arr`` into numpy.
 
@@ -326,6 +341,8 @@ def _parse_values(arr: pa.Array, field: _Field) -> Tuple[np.ndarray, np.ndarray]
             arr = _as_utf8(arr)
         return np.asarray(arr.cast(pa.binary()).to_pylist(), dtype=object), np.zeros(n, bool)
     as_label = field.label
+    if not _is_text(arr.type) and not pa.types.is_null(arr.type):
+        _check_typed_column(arr.type, field)
     bad = np.zeros(n, bool)
     if _is_text(arr.type) and field.dtype == "int64" and not as_label:
         # Arrow's cast also takes hex ("0x10"); ids must be plain decimal
