@@ -199,6 +199,28 @@ def test_evaluate_errors_name_the_path(feed_model, feed_dir, tmp_path):
         evaluation.evaluate(out, feed_dir, split="test")
 
 
+def test_a_shard_cut_at_a_record_boundary_is_an_error(feed_model, feed_dir, tmp_path):
+    """Issue 23 item 4: 700 of 2,000 rows read without a corrupt-record error used
+    to be evaluated next to an oracle computed on all of them."""
+    out, _, _ = feed_model
+    data = tmp_path / "data"
+    shutil.copytree(feed_dir, data)
+    shard = sorted(f for f in os.listdir(data) if f.startswith("eval-"))[0]
+    path = str(data / shard)
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    with tf.io.TFRecordWriter(path) as w:        # the same file, cut after 700 records
+        for r in records[:700]:
+            w.write(r)
+    expected = sum(1 for f in os.listdir(feed_dir) if f.startswith("eval-")
+                   for _ in tf.data.TFRecordDataset(os.path.join(feed_dir, f)))
+    with pytest.raises(reader.DataError,
+                       match=rf"read {expected - len(records) + 700} rows .* but manifest\.json "
+                             rf"lists {expected}: a shard was truncated"):
+        evaluation.evaluate(out, str(data))
+    assert not os.path.exists(os.path.join(out, "eval.json")) or \
+        json.load(open(os.path.join(out, "eval.json")))["rows"] == expected
+
+
 # --------------------------------------------------------------------------- #
 # compare
 # --------------------------------------------------------------------------- #

@@ -120,7 +120,8 @@ def predict(built, spec: spec_lib.FeatureSpec, data: Union[str, Sequence[str]],
       `Predictions` in file order (deterministic).
 
     Raises:
-      reader.DataError: missing data, or a corrupt shard (named).
+      reader.DataError: missing data, a corrupt shard (named), or fewer or more
+        rows than the split's manifest lists (`reader.check_row_count`).
     """
     files = _resolve_data(data, split, source)
     ds = reader.make_dataset(spec, files, batch_size, shuffle=False, include_passthrough=True,
@@ -148,6 +149,8 @@ def predict(built, spec: spec_lib.FeatureSpec, data: Union[str, Sequence[str]],
             users.append(_key_values(features[spec.user_key]))
         if spec.query_key:
             queries.append(_key_values(features[spec.query_key]))
+
+    reader.check_row_count(files, sum(len(p) for p in preds))
 
     def cat(parts, width=None, dtype=np.float32):
         if parts:
@@ -405,7 +408,12 @@ def evaluate(model_dir: str, data_dir: str, split: str = "eval",
     report["health"] = head_health(json_safe(table))
     oracle_report = _load_oracle(data_dir)
     if oracle_report is not None and oracle_report.get("oracle"):
-        if split == "eval":
+        scored = oracle_report.get("eval_rows_scored")
+        if split == "eval" and scored not in (None, preds.num_rows):
+            report["oracle_note"] = (f"{os.path.join(data_dir, ORACLE_JSON)} scores "
+                                     f"{scored} eval rows, not the {preds.num_rows} read; "
+                                     f"not shown.")
+        elif split == "eval":
             oracle = oracle_report["oracle"]
             report["oracle"] = oracle
             report["oracle_source"] = os.path.join(data_dir, ORACLE_JSON)

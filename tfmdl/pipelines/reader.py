@@ -599,6 +599,21 @@ def iterate(ds: tf.data.Dataset, files: Sequence[str]) -> Iterator:
             yield element
 
 
+def check_row_count(files: Sequence[str], rows_read: int) -> None:
+    """Raises `DataError` when ``files`` are listed in their manifest with another
+    record count than the ``rows_read`` a full pass produced: a shard cut at a
+    record boundary reads without a corrupt-record error, and its metrics would
+    otherwise sit next to an oracle computed on every row. No-op without a manifest."""
+    expected = tfrecord.expected_records(list(files))
+    if expected is None or expected == rows_read:
+        return
+    where = sorted({os.path.dirname(f) for f in files})
+    raise DataError(
+        f"read {rows_read} rows from the {len(files)} shard(s) in {', '.join(where)}, but "
+        f"{tfrecord.MANIFEST} lists {expected}: a shard was truncated or replaced after it "
+        f"was written. Write the split again (tfmdl data synth / data convert).")
+
+
 def count_skipped(files: Sequence[str], examples_read: int) -> Optional[int]:
     """Records skipped by ``ignore_errors`` (manifest count - read), or None when
     the files have no manifest."""
