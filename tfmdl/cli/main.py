@@ -78,7 +78,13 @@ def _parse(argv: List[str]) -> List[str]:
         print(cmd.help_text(FLAGS))
         sys.exit(0)
     _SELECTED.append(cmd)
-    return FLAGS([argv[0]] + argv[i:])
+    try:
+        return FLAGS([argv[0]] + argv[i:])
+    except flags.Error as exc:   # unknown flag, bad value, missing required flag
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        sys.stderr.write(f"tfmdl {' '.join(words)}: {text} ('tfmdl {' '.join(words)} --help' "
+                         f"lists its flags)\n")
+        sys.exit(2)
 
 
 def _main(argv: List[str]) -> int:
@@ -88,7 +94,39 @@ def _main(argv: List[str]) -> int:
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag=value.")
-    return _SELECTED[0].run(FLAGS) or 0
+    cmd = _SELECTED[0]
+    try:
+        return cmd.run(FLAGS) or 0
+    except (OSError, tf_errors().OpError) as exc:
+        # a file-system fault (read-only or missing directory, a file where a
+        # directory should be) or a TensorFlow I/O error: one line naming the path
+        # and exit 2; TFMDL_TRACEBACK=1 shows the traceback for a bug report
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        sys.stderr.write(f"tfmdl {cmd.name}: {one_line(exc)} (set {TRACEBACK_ENV}=1 for "
+                         f"the traceback)\n")
+        return 2
+
+
+TRACEBACK_ENV = "TFMDL_TRACEBACK"
+
+
+def tf_errors():
+    """``tf.errors``, imported when a command has run (start-up stays TF-free)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    return tf.errors
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line: its type for OS errors (``PermissionError: [Errno 13]
+    Permission denied: 'm/config.yaml'``), TensorFlow's first message line."""
+    if isinstance(exc, OSError) and not hasattr(exc, "message"):
+        text = f"{type(exc).__name__}: {exc}"
+    else:
+        text = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first
 
 
 def run() -> None:

@@ -579,8 +579,10 @@ def diagnose_data_loss(files: Sequence[str], error: Exception) -> DataError:
         return DataError(f"reading {len(files)} file(s) failed with data loss ({error}), but "
                          f"every file reads cleanly now; was a file being written?")
     path, index, message = found
-    return DataError(f"{path}: corrupt record at index {index} ({message}). Re-create the file, "
-                     f"or pass ignore_errors=True (--ignore_errors) to skip the rest of it.")
+    return DataError(f"{path}: corrupt record at index {index} ({message}). Re-create the file "
+                     f"(tfmdl data synth / data convert), or read around it from Python with "
+                     f"reader.make_dataset(..., ignore_errors=True), which skips the rest of "
+                     f"the file and counts what it skipped.")
 
 
 @contextlib.contextmanager
