@@ -45,6 +45,11 @@ def work(tmp_path_factory):
         "training: {batch_size: 8, steps: 2}\n")
     _run(f"--spec={root}/spec.yaml", f"--input={root}/good.csv", f"--out={root}/X",
          prefix=("data", "convert"))
+    # a killed run of another config: its config.yaml and its backup/ state
+    (root / "R" / "backup").mkdir(parents=True)
+    (root / "R" / "backup" / "chief").write_text("state\n")
+    (root / "R" / "config.yaml").write_text(
+        "model: dnn\nparams: {hidden: [16], tower_hidden: [4]}\ntraining: {batch_size: 8}\n")
     return root
 
 
@@ -105,6 +110,9 @@ CASES = [
     ("train --model_dir under a file",
      lambda w: ["train", f"--config={w}/config.yaml", f"--data={w}/X",
                 f"--model_dir={w}/a_file/m"], "a_file"),
+    ("resume with a changed config",
+     lambda w: ["train", f"--config={w}/config.yaml", f"--data={w}/X", f"--model_dir={w}/R"],
+     "params.hidden: [16] -> [8]"),
     ("missing data directory",
      lambda w: ["train", f"--config={w}/config.yaml", f"--data={w}/nope",
                 f"--model_dir={w}/m"], "nope"),

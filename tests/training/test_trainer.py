@@ -352,8 +352,10 @@ def _bad_data(tmp_path, feed_dir, **columns):
 
 def test_nan_loss_stops_with_a_clear_message(feed_dir, tmp_path):
     n = 64
+    # finite inputs (a NaN input is rejected by the reader, test_reader) whose
+    # z-score overflows float32: the loss becomes NaN inside the model
     data = _bad_data(tmp_path, feed_dir, user_activity=codec.Column(
-        "float32", np.full(n, np.nan, np.float32)))
+        "float32", np.full(n, 3e38, np.float32)))
     run = trainer.prepare(_config(tmp_path, epochs=1, jit_compile="off", validate=False,
                                   batch_size=32), data, str(tmp_path / "m"))
     with pytest.raises(trainer.TrainingError,
@@ -376,6 +378,35 @@ def test_cli_bad_labels_and_missing_data_are_named(feed_dir, tmp_path):
     out = run_cli("train", f"--config={cfg}", f"--data={feed_dir}", f"--model_dir={tmp_path}/m",
                   "--set", "params.widht=3", check=False)
     assert out.returncode == 2 and "Did you mean 'width'" in out.stderr
+
+
+def test_resume_refuses_a_changed_config_before_rewriting_anything(feed_dir, tmp_path):
+    """Issue 23 item 8: a backup/ of a width-A run resumed with width B failed deep
+    in Keras after config.yaml was already overwritten."""
+    m = tmp_path / "m"
+    first = trainer.prepare(_config(tmp_path, epochs=1, jit_compile="off", validate=False), feed_dir,
+                            str(m))
+    assert first.model is not None
+    (m / "backup").mkdir()
+    (m / "backup" / "chief").write_text("a killed run's state\n")   # what a kill leaves
+    before = (m / "config.yaml").read_bytes()
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({"model": "mdl", "params": dict(SMALL, width=SMALL["width"] * 2),
+                                       "training": {"batch_size": 256, "epochs": 1}}))
+    with pytest.raises(model_dir_lib.ResumeError,
+                       match=rf"{m}/backup holds a killed run of another config \(params\.width: "
+                             rf"{SMALL['width']} -> {SMALL['width'] * 2}\).* delete {m}/backup"):
+        trainer.prepare(str(changed), feed_dir, str(m))
+    assert (m / "config.yaml").read_bytes() == before
+    # the same config (or other epochs) resumes
+    trainer.prepare(_config(tmp_path, epochs=2, jit_compile="off", validate=False), feed_dir, str(m))
+
+
+def test_a_rejected_config_is_never_written(feed_dir, tmp_path):
+    m = tmp_path / "new"
+    with pytest.raises(config_lib.ConfigError, match="early_stopping.metric"):
+        trainer.prepare(_config(tmp_path, early_stopping={"metric": "val_nope"}), feed_dir, str(m))
+    assert not (m / "config.yaml").exists()
 
 
 def test_killed_run_resumes_from_its_backup(feed_dir, tmp_path):

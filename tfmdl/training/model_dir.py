@@ -83,6 +83,52 @@ def load_trained(model_dir: str, weights: Optional[str] = None):
     return built, config
 
 
+# what a resumed run must share with the run in backup/: everything that shapes
+# the variables or their optimizer slots (other training fields, e.g. epochs, may
+# change between a killed run and its resumption)
+RESUME_KEYS = ("model", "params", "training.dense_optimizer.name",
+               "training.embedding_optimizer.name", "training.mixed_precision")
+
+
+class ResumeError(ValueError):
+    """A model dir's ``backup/`` holds a run of another config."""
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def check_resume(model_dir: str, resolved: dict) -> None:
+    """Raises `ResumeError` before anything in ``model_dir`` is rewritten when its
+    ``backup/`` (a killed run, resumed by BackupAndRestore) was written with a
+    config that differs from ``resolved`` in a `RESUME_KEYS` field; the message
+    names ``backup/`` and each differing key with both values."""
+    backup = path(model_dir, BACKUP)
+    if not (tf.io.gfile.isdir(backup) and tf.io.gfile.listdir(backup)):
+        return
+    saved_path = path(model_dir, CONFIG)
+    if not tf.io.gfile.exists(saved_path):
+        return
+    with tf.io.gfile.GFile(saved_path) as fh:
+        saved = yaml.safe_load(fh.read()) or {}
+    old, new = _flatten(saved), _flatten(resolved)
+    keys = sorted(k for k in set(old) | set(new)
+                  if k.startswith(tuple(k2 for k2 in RESUME_KEYS)) and old.get(k) != new.get(k))
+    if not keys:
+        return
+    shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:6])
+    more = f" (and {len(keys) - 6} more)" if len(keys) > 6 else ""
+    raise ResumeError(
+        f"{backup} holds a killed run of another config ({shown}{more}) that this run would "
+        f"resume; rerun with the config in {saved_path} to finish it, or delete {backup} to "
+        f"start over (or use another --model_dir). Nothing in {model_dir} was changed.")
+
+
 def write_config_and_spec(model_dir: str, config, spec: spec_lib.FeatureSpec) -> None:
     """Writes the resolved config and the spec (atomically) into ``model_dir``."""
     from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top

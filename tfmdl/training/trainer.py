@@ -792,6 +792,10 @@ def prepare(config, data_dir: str, model_dir: str, *,
         logging.info("training.dense_optimizer.schedule: auto is a constant rate here: the "
                      "run's length is unknown (no manifest.json record counts).")
 
+    resolved = exp.to_dict()
+    resolved["training"] = config_lib.to_dict(tcfg)
+    model_dir_lib.check_resume(model_dir, resolved)
+
     with strategy.scope():
         built = experiment.from_config(exp, spec)
         emb_params = sum(int(v.shape.num_elements()) for v in base.embedding_weights(built.model))
@@ -832,11 +836,6 @@ def prepare(config, data_dir: str, model_dir: str, *,
     elif eval_files and not ps:
         validation_data = dataset("eval", eval_files, training=False)
 
-    tf.io.gfile.makedirs(model_dir)
-    resolved = exp.to_dict()
-    resolved["training"] = config_lib.to_dict(tcfg)
-    if is_chief(strategy):
-        model_dir_lib.write_config_and_spec(model_dir, experiment.load_config(resolved), spec)
     nan_guard = NaNGuard(per_batch=not ps)
     callbacks: List[keras.callbacks.Callback] = [nan_guard]
     if not ps:
@@ -875,6 +874,11 @@ def prepare(config, data_dir: str, model_dir: str, *,
         callbacks.append(stopper)
     else:
         stopper = None
+    # written only once every check above passed: a rejected config never lands
+    # in config.yaml
+    tf.io.gfile.makedirs(model_dir)
+    if is_chief(strategy):
+        model_dir_lib.write_config_and_spec(model_dir, experiment.load_config(resolved), spec)
     return TrainingRun(
         built=built, model=model, config=experiment.load_config(resolved), training=tcfg,
         spec=spec, strategy=strategy, model_dir=model_dir, jit_compile=jit,
