@@ -99,6 +99,15 @@ CASES = [
     # types: a bool column is not an id
     ("bool Parquet id column", lambda w: _convert(w, "bool_id.parquet"),
      "column 'uid' has type bool"),
+    ("dnn hidden named as written",
+     lambda w: ["model-info", f"--config={w}/config.yaml", f"--data={w}/X",
+                "--set=params.hidden=[0]"], "params: hidden must hold positive widths, got [0]"),
+    ("NaN learning rate", lambda w: ["model-info", f"--config={w}/config.yaml", f"--data={w}/X",
+                                     "--set=training.dense_optimizer.learning_rate=.nan"],
+     "learning_rate must be a finite number"),
+    ("training typo in model-info", lambda w: ["model-info", f"--config={w}/config.yaml",
+                                               f"--data={w}/X", "--set=training.batch_sise=3"],
+     "training.batch_sise: unknown key. Did you mean 'batch_size'?"),
     ("unknown config key", lambda w: ["model-info", f"--config={w}/config.yaml",
                                       f"--data={w}/X", "--set=params.hiden=[4]"], "hiden"),
     # paths: a file where a directory should be

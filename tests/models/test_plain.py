@@ -53,7 +53,7 @@ def test_rankmixer_predictions_depend_on_the_scenario(feed_dir):
 
 @pytest.mark.parametrize("name,params,message", [
     ("rankmixer", {"width": 25}, "divisible by the number of tokens"),
-    ("dnn", {"hidden": [0]}, r"backbone_hidden must hold positive widths, got \[0\]"),
+    ("dnn", {"hidden": [0]}, r"params \(dnn\): hidden must hold positive widths, got \[0\]"),
     ("dnn", {"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1\.0"),
     ("rankmixer", {"layer": 2}, "Did you mean 'layers'"),
 ])

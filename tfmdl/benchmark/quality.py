@@ -479,8 +479,7 @@ class Suite:
             cfg = experiment.load_config(raw, self.resolve(job.overrides)).to_dict()
             # the training section too, so that a bad override stops the suite before
             # its first run rather than at the job that carries it
-            config_lib.dataclass_from_dict(train_config.TrainingConfig, cfg["training"],
-                                           "training")
+            train_config.parse(cfg["training"], "training", self.spec)
         except (config_lib.ConfigError, ValueError) as exc:
             raise BenchmarkError(f"{job.name}: {exc}") from None
         return cfg, info

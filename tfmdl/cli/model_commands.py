@@ -24,8 +24,12 @@ def load_spec_and_config(fv):
     from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
     from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
 
+    from tfmdl.training import config as train_config  # pylint: disable=g-import-not-at-top
+
     spec = spec_lib.load_spec(fv.data)
     config = experiment.load_config(fv.config, fv.set)
+    # the training: section too, checked as `tfmdl train` checks it
+    train_config.parse(config.raw.get("training"), config.source or fv.config, spec)
     return spec, config
 
 

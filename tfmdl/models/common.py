@@ -99,6 +99,13 @@ def check_min(cfg, minimum: int, *keys: str) -> None:
             raise ValueError(f"{key} must be >= {minimum}, got {value}.")
 
 
+def check_dropout(cfg, key: str = "dropout") -> None:
+    """Raises ValueError unless ``cfg.<key>`` is a rate in [0, 1)."""
+    value = getattr(cfg, key)
+    if not 0 <= value < 1:
+        raise ValueError(f"{key} must be in [0, 1), got {value}.")
+
+
 def check_widths(cfg, *keys: str, allow_empty: bool = True) -> None:
     """Raises ValueError naming the first field of ``cfg`` that is not a list of
     positive widths (or is empty when ``allow_empty`` is False)."""
@@ -132,8 +139,7 @@ class BackboneParams:
         if self.backbone_diag_scale < 0:
             raise ValueError(f"backbone_diag_scale must be >= 0, got "
                              f"{self.backbone_diag_scale}.")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        check_dropout(self)
 
 
 def backbone(spec: spec_lib.FeatureSpec, params: BackboneParams,

@@ -37,11 +37,6 @@ from tfmdl.models import registry
 from tfmdl.pipelines import spec as spec_lib
 
 
-def _check_dropout(cfg) -> None:
-    if not 0 <= cfg.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}.")
-
-
 def _check_cross(cfg) -> None:
     common.check_min(cfg, 1, "cross_layers")
     if cfg.projection_dim < 0:
@@ -69,7 +64,7 @@ class DeepFMConfig:
     def __post_init__(self):
         _check_fields(self)
         common.check_widths(self, "hidden", "tower_hidden")
-        _check_dropout(self)
+        common.check_dropout(self)
 
 
 @dataclasses.dataclass
@@ -83,7 +78,7 @@ class DCNConfig:
     def __post_init__(self):
         common.check_min(self, 1, "cross_layers")
         common.check_widths(self, "hidden", "tower_hidden")
-        _check_dropout(self)
+        common.check_dropout(self)
 
 
 @dataclasses.dataclass
@@ -101,7 +96,7 @@ class DCNv2Config:
     def __post_init__(self):
         _check_cross(self)
         common.check_widths(self, "hidden", "tower_hidden")
-        _check_dropout(self)
+        common.check_dropout(self)
 
     def backbone_params(self) -> common.BackboneParams:
         """The same network as `common.backbone`'s ``dcnv2`` (layers ``backbone_cross_<l>``
@@ -155,7 +150,7 @@ class XDeepFMConfig:
     def __post_init__(self):
         _check_fields(self)
         common.check_widths(self, "hidden", "tower_hidden")
-        _check_dropout(self)
+        common.check_dropout(self)
         if not self.cin_layers:
             raise ValueError("cin_layers must list at least one layer size, got [].")
         common.check_widths(self, "cin_layers")

@@ -30,6 +30,10 @@ class DNNConfig:
     tower_hidden: Tuple[int, ...] = (64,)
     dropout: float = 0.0
 
+    def __post_init__(self):   # in this config's own names, not the backbone's
+        common.check_widths(self, "hidden", "tower_hidden")
+        common.check_dropout(self)
+
     def backbone_params(self) -> common.BackboneParams:
         return common.BackboneParams(backbone="dnn", backbone_hidden=tuple(self.hidden),
                                      dropout=self.dropout)
@@ -45,6 +49,12 @@ class RankMixerConfig:
     mixing_heads: int = 0
     tower_hidden: Tuple[int, ...] = (64,)
     dropout: float = 0.0
+
+    def __post_init__(self):   # in this config's own names, not the backbone's
+        common.check_min(self, 1, "layers", "width", "ffn_mult")
+        common.check_min(self, 0, "mixing_heads")
+        common.check_widths(self, "tower_hidden")
+        common.check_dropout(self)
 
     def backbone_params(self) -> common.BackboneParams:
         return common.BackboneParams(backbone="rankmixer", backbone_layers=self.layers,

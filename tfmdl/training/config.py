@@ -16,7 +16,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Literal, Optional
+import math
+from typing import Any, Dict, Literal, Mapping, Optional
 
 OPTIMIZERS = ("adam", "lazy_adam", "rmsprop", "adagrad", "sgd")
 
@@ -37,6 +38,11 @@ class OptimizerConfig:
     initial_accumulator: float = 0.1  # adagrad only: each squared-gradient sum's start
 
     def __post_init__(self):
+        for key in ("learning_rate", "anneal_fraction", "decay_rate", "initial_accumulator",
+                    "clipnorm"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value}.")
         if self.initial_accumulator <= 0:
             raise ValueError(f"initial_accumulator must be positive, got "
                              f"{self.initial_accumulator}.")
@@ -101,5 +107,26 @@ class TrainingConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got "
                              f"{self.validation_fraction}.")
         for task, w in self.loss_weights.items():
-            if not isinstance(w, (int, float)) or w < 0:
+            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise ValueError(f"loss_weights.{task} must be a non-negative number, got {w!r}.")
+
+
+def parse(raw: Optional[Mapping[str, Any]], where: str = "config",
+          spec=None) -> TrainingConfig:
+    """The ``training:`` section ``raw`` as a checked `TrainingConfig`: every
+    command that reads a config (``train``, ``model-info``, the benchmark suite)
+    checks it the same way. With ``spec``, ``loss_weights`` must name its tasks.
+    Errors are `tfmdl.config.ConfigError` s starting with ``where`` (the file)."""
+    from tfmdl import config as config_lib  # pylint: disable=g-import-not-at-top
+
+    try:
+        cfg = config_lib.dataclass_from_dict(TrainingConfig, dict(raw or {}), "training")
+    except config_lib.ConfigError as exc:
+        raise config_lib.ConfigError(f"{where}: {exc}") from None
+    if spec is not None:
+        for task in cfg.loss_weights:
+            if task not in spec.task_names:
+                raise config_lib.ConfigError(
+                    f"{where}: training.loss_weights.{task}: no task {task!r} in the spec."
+                    f"{config_lib.suggest(task, spec.task_names)}")
+    return cfg

@@ -748,17 +748,8 @@ def prepare(config, data_dir: str, model_dir: str, *,
         raise reader.DataError(f"data directory {data_dir} does not exist.")
     exp = experiment.load_config(config, overrides)
     where = exp.source or "config"
-    try:
-        tcfg = config_lib.dataclass_from_dict(train_config.TrainingConfig,
-                                              exp.raw.get("training") or {}, "training")
-    except config_lib.ConfigError as exc:
-        raise config_lib.ConfigError(f"{where}: {exc}") from None
     spec = spec_lib.load_spec(data_dir)
-    for task in tcfg.loss_weights:
-        if task not in spec.task_names:
-            raise config_lib.ConfigError(
-                f"{where}: training.loss_weights.{task}: no task {task!r} in the spec."
-                f"{config_lib.suggest(task, spec.task_names)}")
+    tcfg = train_config.parse(exp.raw.get("training"), where, spec)
     train_files = reader.resolve_files(data_dir, "train", source)
     eval_files = None
     holdout = tcfg.validation_fraction or None
