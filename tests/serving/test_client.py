@@ -141,6 +141,21 @@ def test_predict_command_on_tfrecord_and_csv(tmp_path, exported, feed_dir, feed_
     out = _run("predict", f"--export_dir={tmp_path}", f"--input={shard}", check=False)
     assert out.returncode == 2 and "holds no SavedModel" in out.stderr
 
+    # issue 23 item 10: a corrupt file is named with its record, a record that is not an
+    # Example (non-UTF-8 bytes) is named by its row; both one line, exit 2
+    records = open(shard, "rb").read()
+    cut = tmp_path / "cut.tfrecord"
+    cut.write_bytes(records[:len(records) // 2] + b"\xff" * 64)
+    out = _run("predict", f"--export_dir={exported.path}", f"--input={cut}", check=False)
+    assert out.returncode == 2 and f"{cut}: corrupt record at index" in out.stderr, out.stderr
+    garbage = tmp_path / "garbage.tfrecord"
+    with tf.io.TFRecordWriter(str(garbage)) as w:
+        w.write(eval_records[0])
+        w.write(b"\xff\xfe not an Example \x80")
+    out = _run("predict", f"--export_dir={exported.path}", f"--input={garbage}", check=False)
+    assert out.returncode == 2 and f"{garbage}: row 1 is not a serialized tf.train.Example" \
+        in out.stderr, out.stderr
+
 
 @pytest.mark.slow
 def test_export_and_benchmark_commands(tmp_path, trained_model_dir, feed_dir, exported):

@@ -28,6 +28,8 @@ def _errors():
 
 def _message(exc) -> str:
     text = getattr(exc, "message", None) or str(exc)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
     return text.strip()
 
 
@@ -85,15 +87,43 @@ def _read_records(files: List[str], limit) -> List[bytes]:
 
     from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top
 
+    from tfmdl.pipelines import reader  # pylint: disable=g-import-not-at-top
+
     out: List[bytes] = []
     for path in files:
         ds = tf.data.TFRecordDataset(path, compression_type=tfrecord.compression_of(path) or "")
         if limit is not None:
             ds = ds.take(limit - len(out))
-        out.extend(bytes(r.numpy()) for r in ds)
+        with reader.naming_corrupt_files([path]):    # file and record index, not TF's text
+            out.extend(bytes(r.numpy()) for r in ds)
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def _serve_batch(serve, records: List[bytes], start: int, source: str):
+    """One serving_default call on ``records`` (rows ``start``...); a record that is
+    not a serialized tf.train.Example is named by its row (TensorFlow's message
+    quotes the raw bytes, which need not even be UTF-8)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    from tfmdl.pipelines import reader  # pylint: disable=g-import-not-at-top
+
+    try:
+        return serve(examples=tf.constant(records))
+    except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as exc:
+        text = _message(exc) if not isinstance(exc, UnicodeDecodeError) else ""
+        if text and "Could not parse example input" not in text:
+            raise
+        for i, record in enumerate(records):   # find the first record that does not parse
+            try:
+                ex = tf.train.Example()
+                ex.ParseFromString(record)
+            except Exception:  # pylint: disable=broad-except
+                raise reader.DataError(f"{source}: row {start + i} is not a serialized "
+                                       f"tf.train.Example ({len(record)} bytes).") from None
+        raise reader.DataError(f"{source}: rows {start}-{start + len(records) - 1}: a record "
+                               f"is not a serialized tf.train.Example.") from None
 
 
 def _table_records(spec, path: str, limit) -> List[bytes]:
@@ -154,7 +184,8 @@ cell = missing; label and passthrough columns are not needed)."""
             tasks = spec.task_names
             print(",".join(["row"] + tasks))
             for start in range(0, len(records), fv.batch_size):
-                out = serve(examples=tf.constant(records[start:start + fv.batch_size]))
+                out = _serve_batch(serve, records[start:start + fv.batch_size], start,
+                                   fv.input)
                 scores = [out[t].numpy() for t in tasks]
                 for i in range(len(scores[0])):
                     print(",".join([str(start + i)] + [f"{s[i]:.6f}" for s in scores]))
