@@ -321,3 +321,25 @@ def test_pmta_rows_start_from_their_backbone_row(tmp_path, bench_data, tiny_conf
     summary = json.loads(_read(out2, "quality.json"))
     assert [r["name"] for r in summary["rows"]] == ["pmta"]
     assert summary["rows"][0]["warm_start"] is None
+
+
+def test_named_configs_dir_must_hold_every_models_config(tmp_path, bench_data, tiny_configs):
+    """Issue 23 item 10: --configs=C without C/<model>_<preset>.yaml used to fall
+    back to the registry's defaults silently; --preset beside --data was ignored."""
+    suite = quality.Suite(str(tmp_path / "out"), bench_data, configs_dir=tiny_configs,
+                          configs_required=True, log=lambda _: None)
+    assert suite.config_path("dnn").endswith("dnn_feed.yaml")
+    with pytest.raises(quality.BenchmarkError,
+                       match=rf"--configs={tiny_configs}: no mmoe_feed\.yaml .* the preset of "
+                             rf".* being 'feed'\); the directory holds dnn_feed\.yaml"):
+        suite.base_config("mmoe")
+    logged = []
+    lenient = quality.Suite(str(tmp_path / "out2"), bench_data, configs_dir=tiny_configs,
+                            log=logged.append)
+    assert lenient.base_config("mmoe") == ({"model": "mmoe", "params": {}}, "registry defaults")
+    lenient.base_config("mmoe")
+    assert logged == [f"mmoe: no {tiny_configs}/mmoe_feed.yaml; using the registry's default "
+                      f"params"]                                    # said once, not silently
+    with pytest.raises(quality.BenchmarkError, match=r"--preset=search, but .* holds the "
+                                                     r"'feed' data"):
+        quality.Suite(str(tmp_path / "out3"), bench_data, requested_preset="search")

@@ -397,6 +397,11 @@ class Suite:
     log: Callable[[str], None] = print
     min_positives: int = MIN_POSITIVES
     warm_start: bool = True
+    # True when the user named configs_dir (--configs): a model without its
+    # <model>_<preset>.yaml there is an error, not the registry's defaults
+    configs_required: bool = False
+    # the preset the user asked for (--preset) beside --data: must be the data's
+    requested_preset: Optional[str] = None
 
     def __post_init__(self):
         from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
@@ -411,6 +416,11 @@ class Suite:
         oracle = _read_json(os.path.join(self.data_dir, "oracle.json")) or {}
         self.oracle = with_ne(oracle.get("oracle"))
         self.preset = oracle.get("preset") or self.spec.name
+        if self.requested_preset and self.requested_preset != self.preset:
+            raise BenchmarkError(f"--preset={self.requested_preset}, but {self.data_dir} holds "
+                                 f"the {self.preset!r} data; drop --preset or pass "
+                                 f"{self.requested_preset} data.")
+        self._defaults_logged: set = set()
         self._spec_hash = _hash(self.spec.to_yaml())
         os.makedirs(self.out_dir, exist_ok=True)
         self._fits = _read_json(os.path.join(self.out_dir, FITS_JSON)) or {}
@@ -420,8 +430,26 @@ class Suite:
 
     # -- configs ----------------------------------------------------------------
     def config_path(self, model: str) -> Optional[str]:
-        path = os.path.join(self.configs_dir, f"{model}_{self.preset}.yaml")
-        return path if os.path.exists(path) else None
+        """``configs_dir/<model>_<preset>.yaml``, or None (the registry's defaults,
+        logged once per model) when it does not exist; with `configs_required` a
+        missing file is a `BenchmarkError` listing the directory's configs."""
+        name = f"{model}_{self.preset}.yaml"
+        path = os.path.join(self.configs_dir, name)
+        if os.path.exists(path):
+            return path
+        if self.configs_required:
+            held = sorted(f for f in (os.listdir(self.configs_dir)
+                                      if os.path.isdir(self.configs_dir) else [])
+                          if f.endswith(".yaml"))
+            raise BenchmarkError(
+                f"--configs={self.configs_dir}: no {name} (a config is looked up as "
+                f"<model>_<preset>.yaml, the preset of {self.data_dir} being "
+                f"{self.preset!r}); the directory holds "
+                f"{', '.join(held[:8]) or 'no .yaml file'}{' ...' if len(held) > 8 else ''}.")
+        if model not in self._defaults_logged:
+            self._defaults_logged.add(model)
+            self.log(f"{model}: no {path}; using the registry's default params")
+        return None
 
     def base_config(self, model: str) -> Tuple[Dict[str, Any], str]:
         """(``{"model", "params"}``, where it came from) for ``model``."""

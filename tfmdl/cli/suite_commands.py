@@ -111,7 +111,9 @@ class _SuiteCommand(Command, abc.ABC):
                              configs_dir=fv.configs or quality.default_configs_dir(),
                              match=fv.match, tolerance=fv.tolerance, verbose=int(fv.verbose),
                              log=_log, min_positives=fv.min_positives,
-                             warm_start=fv.warm_start)
+                             warm_start=fv.warm_start, configs_required=bool(fv.configs),
+                             requested_preset=fv.preset if fv.data and fv["preset"].present
+                             else None)
 
     def run(self, fv):
         from tfmdl import config as config_lib  # pylint: disable=g-import-not-at-top
