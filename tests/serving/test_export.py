@@ -71,7 +71,12 @@ def test_failed_export_leaves_nothing(tmp_path, trained_model_dir, eval_records)
         writer.write(bad.SerializeToString())
     with pytest.raises(export.ExportError, match="item_id"):
         export.export(trained_model_dir, str(tmp_path / "E"), MODEL_NAME, data=path)
-    assert os.listdir(tmp_path / "E" / MODEL_NAME) == []
+    assert not (tmp_path / "E").exists()        # not even an empty E/NAME (issue 23)
+    # an export base that existed stays, with its other models untouched
+    (tmp_path / "E2" / "other" / "1").mkdir(parents=True)
+    with pytest.raises(export.ExportError, match="item_id"):
+        export.export(trained_model_dir, str(tmp_path / "E2"), MODEL_NAME, data=path)
+    assert sorted(os.listdir(tmp_path / "E2")) == ["other"]
 
 
 def test_spec_asset_carries_its_vocabularies(tmp_path):

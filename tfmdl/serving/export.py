@@ -236,6 +236,8 @@ def export(model_dir: str, export_base: str, model_name: str, *,
         raise model_dir_lib.ModelDirError(f"model directory {model_dir} does not exist.")
     warmup_data = _warmup_data(model_dir, data) if warmup else None
     model_base = os.path.join(export_base, model_name)
+    # directories this export creates, removed again (when empty) if it fails
+    created = [d for d in (model_base, export_base) if not tf.io.gfile.exists(d)]
     tf.io.gfile.makedirs(model_base)
     clean_stale_temp_dirs(model_base)
     version = version or next_version(model_base)
@@ -268,6 +270,9 @@ def export(model_dir: str, export_base: str, model_name: str, *,
     except BaseException:
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.rmtree(tmp)
+        for d in created:     # a failed first export leaves no empty E/NAME behind
+            if tf.io.gfile.isdir(d) and not tf.io.gfile.listdir(d):
+                tf.io.gfile.rmtree(d)
         raise
     return ExportResult(path=final, model_name=model_name, version=version,
                         warmup_requests=len(logs))
