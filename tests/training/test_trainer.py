@@ -477,3 +477,31 @@ def test_output_bias_prior_is_set_before_training_and_recorded(feed_dir, tmp_pat
                                    output_bias_init="zero"), feed_dir, str(tmp_path / "z"))
     assert zero.output_bias == {"init": "zero"}
     assert not np.any(base.output_bias_layer(zero.built).bias.numpy())
+
+
+def test_epoch_log_keeps_a_resumed_runs_earlier_epochs(tmp_path):
+    """Issue 23 item 9: a run killed after its last epoch resumed with nothing to
+    train and wrote an empty history; `EpochLog` keeps every epoch in
+    M/history.json across the restart."""
+    first = trainer.EpochLog(str(tmp_path), resuming=False)
+    first.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.6})
+    first.on_epoch_end(1, {"loss": 0.4, "val_loss": 0.55})
+    resumed = trainer.EpochLog(str(tmp_path), resuming=True)       # nothing left to train
+    assert resumed.history() == {"loss": [0.5, 0.4], "val_loss": [0.6, 0.55]}
+    resumed.on_epoch_end(1, {"loss": 0.39, "val_loss": 0.5})        # a redone epoch replaces
+    resumed.on_epoch_end(2, {"loss": 0.3, "val_loss": 0.45})
+    assert resumed.history()["loss"] == [0.5, 0.39, 0.3]
+    fresh = trainer.EpochLog(str(tmp_path), resuming=False)        # a new run starts over
+    assert fresh.history() == {}
+
+
+def test_train_summary_history_matches_history_json(feed_dir, tmp_path):
+    import json
+
+    m = tmp_path / "m"
+    run = trainer.prepare(_config(tmp_path, epochs=2, steps=4, jit_compile="off", validate=False),
+                          feed_dir, str(m))
+    summary = run.finish(run.fit(verbose=0))
+    saved = json.load(open(m / "history.json"))
+    assert [e["epoch"] for e in saved["epochs"]] == [0, 1]
+    assert summary["history"]["loss"] == [e["logs"]["loss"] for e in saved["epochs"]]

@@ -7,6 +7,7 @@
     M/backup/              BackupAndRestore state for resuming a killed run
     M/logs/                TensorBoard logs
     M/train_summary.json   history, steps, wall time, strategy, XLA choice
+    M/history.json         per-epoch metrics so far (kept across a resumed run)
     M/eval.json, eval.md   written by ``tfmdl evaluate``
 
 `load_trained` rebuilds the model from config + spec and restores the final
@@ -37,6 +38,7 @@ CHECKPOINTS = "checkpoints"
 BACKUP = "backup"
 LOGS = "logs"
 SUMMARY = "train_summary.json"
+HISTORY = "history.json"
 
 
 class ModelDirError(ValueError):

@@ -45,7 +45,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -474,6 +474,45 @@ class NaNGuard(keras.callbacks.Callback):
                 f"extreme values.")
 
 
+class EpochLog(keras.callbacks.Callback):
+    """Keeps every epoch's metrics in ``M/history.json`` (written atomically after
+    each epoch, chief only), so a run resumed from its backup reports the epochs
+    before the kill too — and a run killed after its last epoch, which resumes
+    with nothing left to train, still has its whole history (`TrainingRun.finish`).
+
+    Args:
+      model_dir: the run's model directory.
+      resuming: the run starts from a BackupAndRestore state (the earlier epochs
+        in ``history.json`` belong to it); otherwise an old file is replaced.
+      chief: whether this worker writes the file.
+    """
+
+    def __init__(self, model_dir: str, resuming: bool, chief: bool = True):
+        super().__init__()
+        self.path = model_dir_lib.path(model_dir, model_dir_lib.HISTORY)
+        self.chief = chief
+        self.epochs: List[Tuple[int, Dict[str, float]]] = []
+        if resuming and tf.io.gfile.exists(self.path):
+            with tf.io.gfile.GFile(self.path) as fh:
+                saved = json.load(fh)
+            self.epochs = [(int(e["epoch"]), dict(e["logs"])) for e in saved.get("epochs", [])]
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch = int(epoch)
+        self.epochs = [(e, l) for e, l in self.epochs if e < epoch]   # a redone epoch replaces
+        self.epochs.append((epoch, {k: float(v) for k, v in (logs or {}).items()}))
+        if self.chief:
+            tfrecord.atomic_write_text(self.path, json.dumps(
+                {"epochs": [{"epoch": e, "logs": l} for e, l in self.epochs]}, indent=1) + "\n")
+
+    def history(self) -> Dict[str, List[float]]:
+        """``{metric: [value per epoch]}``, like ``keras.callbacks.History.history``."""
+        keys: List[str] = []
+        for _, logs in self.epochs:
+            keys += [k for k in logs if k not in keys]
+        return {k: [logs.get(k, float("nan")) for _, logs in self.epochs] for k in keys}
+
+
 class ResumeLogger(keras.callbacks.Callback):
     """Says where a run resumed from (BackupAndRestore restores before it runs)."""
 
@@ -606,6 +645,7 @@ class TrainingRun:
     warm_start: Optional[warm_start_lib.WarmStartReport] = None  # with warm_start_from
     output_bias: Optional[Dict[str, Any]] = None  # what `init_output_bias` set
     early_stopping: Optional[keras.callbacks.Callback] = None  # in ``callbacks`` too
+    epoch_log: Optional[EpochLog] = None  # in ``callbacks`` too
 
     def fit(self, verbose="auto"):
         history = self.model.fit(
@@ -616,9 +656,12 @@ class TrainingRun:
         stopper = self.early_stopping
         pending = stopper.pending_steps() if isinstance(stopper, StopAndAnneal) else 0
         if pending:   # the epochs ran out during the anneal of the restored weights
+            # the next epoch index (History.epoch holds absolute indices; a resumed
+            # run's first one is not 0)
+            after = history.epoch[-1] + 1 if history.epoch else 0
             tail = self.model.fit(
-                self.train_data, initial_epoch=len(history.epoch),
-                epochs=len(history.epoch) + 1, steps_per_epoch=pending,
+                self.train_data, initial_epoch=after,
+                epochs=after + 1, steps_per_epoch=pending,
                 validation_data=self.validation_data, validation_steps=self.validation_steps,
                 callbacks=self.callbacks, verbose=verbose)
             self.nan_guard.check(self.training.dense_optimizer.learning_rate)
@@ -626,6 +669,14 @@ class TrainingRun:
             for key, values in tail.history.items():
                 history.history.setdefault(key, []).extend(values)
         return history
+
+    def _history(self, history) -> Dict[str, List[float]]:
+        """Every epoch's metrics: the `EpochLog`'s (which spans a resumed run's
+        epochs before the kill), else ``history``'s (a `model.fit` History)."""
+        if self.epoch_log is not None and self.epoch_log.epochs:
+            return self.epoch_log.history()
+        return {k: [float(x) for x in v] for k, v in (history.history.items()
+                                                      if history else [])}
 
     def finish(self, history=None) -> Dict[str, Any]:
         """Saves the final weights and ``train_summary.json`` (chief only; other
@@ -636,8 +687,7 @@ class TrainingRun:
             "replicas": self.strategy.num_replicas_in_sync, "jit_compile": self.jit_compile,
             "seconds": round(time.time() - self.started, 1),
             "steps": int(self.model.optimizer.iterations.numpy()),
-            "history": {k: [float(x) for x in v] for k, v in (history.history.items()
-                                                               if history else [])},
+            "history": self._history(history),
         }
         if self.output_bias is not None:
             summary["output_bias"] = self.output_bias
@@ -828,7 +878,10 @@ def prepare(config, data_dir: str, model_dir: str, *,
         validation_data = dataset("eval", eval_files, training=False)
 
     nan_guard = NaNGuard(per_batch=not ps)
-    callbacks: List[keras.callbacks.Callback] = [nan_guard]
+    backup_dir = model_dir_lib.path(model_dir, model_dir_lib.BACKUP)
+    resuming = tf.io.gfile.isdir(backup_dir) and bool(tf.io.gfile.listdir(backup_dir))
+    epoch_log = EpochLog(model_dir, resuming, chief=is_chief(strategy))
+    callbacks: List[keras.callbacks.Callback] = [nan_guard, epoch_log]
     if not ps:
         callbacks.append(keras.callbacks.BackupAndRestore(
             model_dir_lib.path(model_dir, model_dir_lib.BACKUP),
@@ -876,4 +929,5 @@ def prepare(config, data_dir: str, model_dir: str, *,
         train_data=train_data, validation_data=validation_data, epochs=tcfg.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_steps=tcfg.validation_steps or None, callbacks=callbacks,
-        nan_guard=nan_guard, warm_start=report, output_bias=bias, early_stopping=stopper)
+        nan_guard=nan_guard, warm_start=report, output_bias=bias, early_stopping=stopper,
+        epoch_log=epoch_log)
