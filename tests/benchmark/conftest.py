@@ -12,7 +12,7 @@ TINY_CONFIGS = {
     "mdl": "model: mdl\nparams: {layers: 1, width: 24, heads: 4}\n",
     "pmta": ("model: pmta\nparams: {backbone: rankmixer, backbone_layers: 1, "
              "backbone_width: 24, classifier_width: 16, width: 32, heads: 2, layers: 2, "
-             "tpe_hidden: 16, tpe_dim: 16, prompt_dim: 8}\n"),
+             "tpe_hidden: 16, tpe_dim: 16, prompt_dim: 8, backbone_logit: true}\n"),
 }
 BUDGET = "200k"
 TOLERANCE = 0.1                   # coarse: fewer sizing builds

@@ -15,7 +15,7 @@ def test_variant_lists_are_data():
         "no_global_token", "scenario_interaction=mixing"]
     assert list(quality.ABLATIONS["pmta"]) == ["full", "no_tpe", "fusion=mlp", "no_dar",
                                                "layers=1", "width=64", "frozen_tables",
-                                               "backbone_logit"]
+                                               "paper_head"]
     assert quality.ablation_variants("mdl") == quality.ABLATIONS["mdl"]   # default: all
     assert quality.ablation_variants("pmta", ["no_dar"]) == {"no_dar": ("params.no_dar=true",)}
     with pytest.raises(quality.BenchmarkError, match="no ablation list.*mdl, pmta"):

@@ -113,6 +113,7 @@ def test_config_files_load_and_build(feed_dir):
     built = models.from_config("configs/pmta_feed.yaml", spec)
     p = built.params
     assert (p.backbone, p.width, p.heads, p.layers) == ("rankmixer", 256, 4, 2)
+    assert p.backbone_logit                     # tfmdl's head; the dataclass default is the paper's
     assert built.model.count_params() > 0
     search = models.load_config("configs/pmta_search.yaml")
     assert search.model == "pmta" and search.params.backbone_width % 7 == 0

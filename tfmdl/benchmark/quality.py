@@ -91,9 +91,9 @@ ABLATIONS: Dict[str, Dict[str, Tuple[str, ...]]] = {
         # they start: do the restored tables overfit when training goes on?
         # (docs/benchmark_suite.md, "PMTA's warm-up")
         "frozen_tables": ("training.embedding_optimizer.learning_rate=1e-9",),
-        # the backbone tower's logit kept beside the transformer's (zero-initialised):
-        # a warm-started PMTA then starts at its backbone's function
-        "backbone_logit": ("params.backbone_logit=true",),
+        # the paper's output layer alone, without the backbone tower's logit that the
+        # configs keep beside it (backbone_logit: true, docs/pmta.md step 7)
+        "paper_head": ("params.backbone_logit=false",),
     },
 }
 
@@ -507,7 +507,7 @@ class Suite:
             cfg = experiment.load_config(raw, self.resolve(job.overrides)).to_dict()
             # the training section too, so that a bad override stops the suite before
             # its first run rather than at the job that carries it
-            train_config.parse(cfg["training"], "training", self.spec)
+            train_config.parse(cfg["training"], "", self.spec)
         except (config_lib.ConfigError, ValueError) as exc:
             raise BenchmarkError(f"{job.name}: {exc}") from None
         return cfg, info

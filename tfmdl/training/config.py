@@ -116,17 +116,19 @@ def parse(raw: Optional[Mapping[str, Any]], where: str = "config",
     """The ``training:`` section ``raw`` as a checked `TrainingConfig`: every
     command that reads a config (``train``, ``model-info``, the benchmark suite)
     checks it the same way. With ``spec``, ``loss_weights`` must name its tasks.
-    Errors are `tfmdl.config.ConfigError` s starting with ``where`` (the file)."""
+    Errors are `tfmdl.config.ConfigError` s starting with ``where`` (the file;
+    empty: no prefix)."""
     from tfmdl import config as config_lib  # pylint: disable=g-import-not-at-top
 
     try:
         cfg = config_lib.dataclass_from_dict(TrainingConfig, dict(raw or {}), "training")
     except config_lib.ConfigError as exc:
-        raise config_lib.ConfigError(f"{where}: {exc}") from None
+        raise config_lib.ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    prefix = f"{where}: " if where else ""
     if spec is not None:
         for task in cfg.loss_weights:
             if task not in spec.task_names:
                 raise config_lib.ConfigError(
-                    f"{where}: training.loss_weights.{task}: no task {task!r} in the spec."
+                    f"{prefix}training.loss_weights.{task}: no task {task!r} in the spec."
                     f"{config_lib.suggest(task, spec.task_names)}")
     return cfg
