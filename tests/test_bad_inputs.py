@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.files import tree_bytes
+
 TFMDL = [sys.executable, "-m", "tfmdl.cli.main"]
 
 SPEC = ("scenario: {feature: scen, names: [a, b]}\n"
@@ -67,16 +69,6 @@ _TF_NOISE = ("WARNING: All log messages before absl::InitializeLog", "I0000 ", "
 
 def _own_lines(stderr):
     return [l for l in stderr.splitlines() if l.strip() and not l.startswith(_TF_NOISE)]
-
-
-def _snapshot(root):
-    """``{relative path: bytes}`` of every file under ``root``."""
-    out = {}
-    for d, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(d, name)
-            out[os.path.relpath(path, root)] = open(path, "rb").read()
-    return out
 
 
 def _convert(w, source, *extra):
@@ -130,11 +122,11 @@ CASES = [
 
 @pytest.mark.parametrize("name,argv,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_named_line_and_changes_nothing(work, name, argv, expected):
-    before = _snapshot(work)
+    before = tree_bytes(work)
     out = _run(*argv(work))
     lines = _own_lines(out.stderr)
     assert out.returncode == 2, (name, out.returncode, out.stderr[-2000:])
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
     assert len(lines) == 1, lines
     assert expected in lines[0], lines[0]
-    assert _snapshot(work) == before, name
+    assert tree_bytes(work) == before, name

@@ -14,6 +14,8 @@ from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
 from tfmdl.pipelines.convert import ConvertError, convert
 
+from tests.files import tree_bytes
+
 SPEC = {
     "name": "toy",
     "scenario": {"feature": "scenario_id", "names": ["feed", "search", "video"]},
@@ -513,37 +515,27 @@ def test_uneven_shards_are_balanced_and_other_splits_keep_their_order(tmp_path):
     assert features["age"].numpy().astype(int).tolist() == list(range(50))
 
 
-def _tree(path):
-    """``{relative path: bytes}`` of every file under ``path``."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            out[os.path.relpath(full, path)] = open(full, "rb").read()
-    return out
-
-
 def test_a_conversion_that_keeps_no_row_leaves_the_existing_split_untouched(tmp_path):
     """Issue 23 item 1: --skip_bad_rows with every row bad used to replace the split
     with nothing and succeed."""
     spec = _spec()
     out = tmp_path / "out"
     convert(spec, _write_csv(tmp_path / "good.csv", HEADER, _many_rows(20)), str(out))
-    before = _tree(out)
+    before = tree_bytes(out)
     bad = [",".join(c if i != 1 else "abc" for i, c in enumerate(r.split(",")))  # user_id
            for r in _many_rows(20)]
     with pytest.raises(ConvertError, match=r"bad\.csv: no row to write: all 20 row\(s\) are "
                                            r"bad.*'train' split in .* is left as it was"):
         convert(spec, _write_csv(tmp_path / "bad.csv", HEADER, bad), str(out),
                 skip_bad_rows=True)
-    assert _tree(out) == before
+    assert tree_bytes(out) == before
 
 
 def test_a_conversion_below_min_rows_fails_and_min_rows_0_accepts_it(tmp_path):
     spec = _spec()
     out = tmp_path / "out"
     convert(spec, _write_csv(tmp_path / "good.csv", HEADER, _many_rows(10)), str(out))
-    before = _tree(out)
+    before = tree_bytes(out)
     rows = _many_rows(10)
     mostly_bad = [",".join(c if i != 3 else "fast" for i, c in enumerate(r.split(",")))
                   if k >= 3 else r for k, r in enumerate(rows)]          # 3 good of 10
@@ -551,7 +543,7 @@ def test_a_conversion_below_min_rows_fails_and_min_rows_0_accepts_it(tmp_path):
     with pytest.raises(ConvertError, match=r"only 3 of 10 rows \(30\.0%\) are good, fewer "
                                            r"than --min_rows=0\.5"):
         convert(spec, path, str(out), skip_bad_rows=True)
-    assert _tree(out) == before
+    assert tree_bytes(out) == before
     result = convert(spec, path, str(out), skip_bad_rows=True, min_rows=0.3)
     assert (result.rows_written, result.rows_skipped) == (3, 7)
     with pytest.raises(ValueError, match=r"min_rows must be a fraction in \[0, 1\], got 2"):
