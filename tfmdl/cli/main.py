@@ -119,14 +119,10 @@ def tf_errors():
 
 
 def one_line(exc: BaseException) -> str:
-    """``exc`` as one line: its type for OS errors (``PermissionError: [Errno 13]
-    Permission denied: 'm/config.yaml'``), TensorFlow's first message line."""
-    if isinstance(exc, OSError) and not hasattr(exc, "message"):
-        text = f"{type(exc).__name__}: {exc}"
-    else:
-        text = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first
+    """``exc`` as one line, its type first: ``PermissionError: [Errno 13] Permission
+    denied: 'm/config.yaml'``, or a TensorFlow error's first message line."""
+    text = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+    return text.strip().splitlines()[0]
 
 
 def run() -> None:

@@ -23,7 +23,6 @@ def load_spec_and_config(fv):
     naming the file and key."""
     from tfmdl.models import experiment  # pylint: disable=g-import-not-at-top
     from tfmdl.pipelines import spec as spec_lib  # pylint: disable=g-import-not-at-top
-
     from tfmdl.training import config as train_config  # pylint: disable=g-import-not-at-top
 
     spec = spec_lib.load_spec(fv.data)

@@ -85,9 +85,8 @@ complete."""
 def _read_records(files: List[str], limit) -> List[bytes]:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top
-
     from tfmdl.pipelines import reader  # pylint: disable=g-import-not-at-top
+    from tfmdl.pipelines import tfrecord  # pylint: disable=g-import-not-at-top
 
     out: List[bytes] = []
     for path in files:

@@ -149,8 +149,7 @@ def backbone(spec: spec_lib.FeatureSpec, params: BackboneParams,
     scen = [scenario_multi_hot(spec, inputs)] if with_scenario else []
     if params.backbone in ("dnn", "dcnv2"):
         x = concat([feature_vector(spec, emb)] + scen)
-        mlp = (dnn.MLP(list(params.backbone_hidden), dropout=params.dropout,
-                       name="backbone_mlp") if params.backbone_hidden else (lambda t: t))
+        mlp = backbone_mlp(params)
         if params.backbone == "dnn":
             return mlp(x)
         return cross_network(x, params.backbone_cross_layers, mlp,
@@ -167,6 +166,14 @@ def backbone(spec: spec_lib.FeatureSpec, params: BackboneParams,
                                   name=f"backbone_block_{layer}")(x)
     pooled = tf.reduce_mean(x, axis=1)
     return concat([pooled] + scen) if scen else pooled
+
+
+def backbone_mlp(params: BackboneParams):
+    """The backbone MLP ``backbone_mlp`` of widths ``backbone_hidden`` as a callable,
+    the identity when ``backbone_hidden`` is empty."""
+    if not params.backbone_hidden:
+        return lambda t: t
+    return dnn.MLP(list(params.backbone_hidden), dropout=params.dropout, name="backbone_mlp")
 
 
 def cross_stack(x0: tf.Tensor, layers: int, v2: bool = True, projection_dim: int = 0,

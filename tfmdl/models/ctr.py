@@ -260,8 +260,7 @@ def build_dcnv2_mt(spec: spec_lib.FeatureSpec, params: DCNv2MTConfig) -> base.Bu
         emb = common.embed(spec, inputs)
         x = deep_input(spec, inputs, emb)
         if params.structure == "stacked":
-            mlp = (dnn.MLP(list(params.backbone_hidden), dropout=params.dropout,
-                           name="backbone_mlp") if params.backbone_hidden else (lambda t: t))
+            mlp = common.backbone_mlp(params)
         else:
             mlp = lambda _: common.backbone(spec, params, inputs, emb)   # noqa: E731
         h = common.cross_network(x, params.cross_layers, mlp,

@@ -95,6 +95,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from tfmdl.pipelines import example_codec as codec
+from tfmdl.pipelines import filesystems
 from tfmdl.pipelines import label_stats
 from tfmdl.pipelines import spec as spec_lib
 from tfmdl.pipelines import tfrecord
@@ -859,8 +860,7 @@ def convert(spec: spec_lib.FeatureSpec,
                              shuffle_seed=shuffle_seed, min_rows=min_rows)
     except BaseException:
         # a failed first conversion leaves no empty output directory behind
-        if created and tf.io.gfile.isdir(out_dir) and not tf.io.gfile.listdir(out_dir):
-            tf.io.gfile.rmtree(out_dir)
+        filesystems.remove_empty_dirs([out_dir] if created else [])
         raise
 
 

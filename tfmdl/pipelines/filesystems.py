@@ -167,6 +167,17 @@ def write_text(path: str, text: str) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def remove_empty_dirs(paths: Sequence[str]) -> None:
+    """Removes each of ``paths`` that is an empty directory (in order, so a child
+    before its parent): what a failed command that created them leaves behind
+    instead of an empty output directory."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    for path in paths:
+        if tf.io.gfile.isdir(path) and not tf.io.gfile.listdir(path):
+            tf.io.gfile.rmtree(path)
+
+
 # -- publishing a directory ---------------------------------------------------------
 
 

@@ -270,9 +270,7 @@ def export(model_dir: str, export_base: str, model_name: str, *,
     except BaseException:
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.rmtree(tmp)
-        for d in created:     # a failed first export leaves no empty E/NAME behind
-            if tf.io.gfile.isdir(d) and not tf.io.gfile.listdir(d):
-                tf.io.gfile.rmtree(d)
+        filesystems.remove_empty_dirs(created)   # no empty E/NAME left behind
         raise
     return ExportResult(path=final, model_name=model_name, version=version,
                         warmup_requests=len(logs))

@@ -105,22 +105,29 @@ def _flatten(value, prefix=""):
     return {prefix[:-1]: value}
 
 
+def has_backup(model_dir: str) -> bool:
+    """Whether ``model_dir/backup/`` holds BackupAndRestore state: a killed run that
+    ``tfmdl train`` into the same directory resumes."""
+    backup = path(model_dir, BACKUP)
+    return tf.io.gfile.isdir(backup) and bool(tf.io.gfile.listdir(backup))
+
+
 def check_resume(model_dir: str, resolved: dict) -> None:
     """Raises `ResumeError` before anything in ``model_dir`` is rewritten when its
     ``backup/`` (a killed run, resumed by BackupAndRestore) was written with a
     config that differs from ``resolved`` in a `RESUME_KEYS` field; the message
     names ``backup/`` and each differing key with both values."""
-    backup = path(model_dir, BACKUP)
-    if not (tf.io.gfile.isdir(backup) and tf.io.gfile.listdir(backup)):
+    if not has_backup(model_dir):
         return
+    backup = path(model_dir, BACKUP)
     saved_path = path(model_dir, CONFIG)
     if not tf.io.gfile.exists(saved_path):
         return
     with tf.io.gfile.GFile(saved_path) as fh:
         saved = yaml.safe_load(fh.read()) or {}
     old, new = _flatten(saved), _flatten(resolved)
-    keys = sorted(k for k in set(old) | set(new)
-                  if k.startswith(tuple(k2 for k2 in RESUME_KEYS)) and old.get(k) != new.get(k))
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                  and any(k == p or k.startswith(p + ".") for p in RESUME_KEYS))
     if not keys:
         return
     shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:6])

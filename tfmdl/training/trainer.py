@@ -878,9 +878,8 @@ def prepare(config, data_dir: str, model_dir: str, *,
         validation_data = dataset("eval", eval_files, training=False)
 
     nan_guard = NaNGuard(per_batch=not ps)
-    backup_dir = model_dir_lib.path(model_dir, model_dir_lib.BACKUP)
-    resuming = tf.io.gfile.isdir(backup_dir) and bool(tf.io.gfile.listdir(backup_dir))
-    epoch_log = EpochLog(model_dir, resuming, chief=is_chief(strategy))
+    epoch_log = EpochLog(model_dir, model_dir_lib.has_backup(model_dir),
+                         chief=is_chief(strategy))
     callbacks: List[keras.callbacks.Callback] = [nan_guard, epoch_log]
     if not ps:
         callbacks.append(keras.callbacks.BackupAndRestore(
