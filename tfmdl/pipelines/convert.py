@@ -80,6 +80,7 @@ keeping those of other splits; converting a split again replaces its counts.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import os
@@ -493,8 +494,9 @@ class _Chunk:
     rows: np.ndarray                 # 1-based data row numbers
 
 
-class _Source:
-    """Streams chunks of the needed columns of one input file."""
+class _Source(abc.ABC):
+    """Streams chunks of the needed columns of one input file (`_CsvSource`,
+    `_ParquetSource`)."""
 
     def __init__(self, path: str, fields: Sequence[_Field], chunk_rows: int,
                  skip_bad_rows: bool):
@@ -518,8 +520,9 @@ class _Source:
                     f"for it in the spec.")
         return [f.column for f in self.fields if f.column in present]
 
+    @abc.abstractmethod
     def chunks(self) -> Iterator[_Chunk]:
-        raise NotImplementedError
+        """The file's rows, ``chunk_rows`` at a time."""
 
 
 class _ParquetSource(_Source):
